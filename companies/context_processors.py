@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpRequest
+
+from .access import Capability
+
+
+def access(request: HttpRequest) -> dict[str, object]:
+    profile = getattr(request, "access", None)
+    if profile is None or not request.user.is_authenticated:
+        return {}
+    nav = {
+        "companies": profile.can(Capability.MANAGE_COMPANIES),
+        "audit": profile.can(Capability.VIEW_AUDIT),
+        "admin": settings.ADMIN_ENABLED
+        and profile.is_administrator
+        and request.user.is_staff,
+        "queue": False,  # the operator queue arrives with re-authorization
+    }
+    return {"access": profile, "nav": nav}

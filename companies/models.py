@@ -1,0 +1,148 @@
+"""Tenancy: companies, who may do what in them, and the audit trail."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MinLengthValidator
+from django.db import models
+
+
+class Company(models.Model):
+    """A tenant that groups Salesforce orgs; users get roles per company."""
+
+    name = models.CharField(
+        max_length=100, unique=True, validators=[MinLengthValidator(2)]
+    )
+    contact_emails = models.TextField(
+        blank=True,
+        max_length=2000,
+        help_text="Comma-separated addresses that get connection alerts.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "companies"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        from django.urls import reverse
+
+        return reverse("companies:detail", args=[self.pk])
+
+
+class Role(models.TextChoices):
+    ADMINISTRATOR = "administrator", "Administrator"
+    OPERATOR = "operator", "Operator"
+    SUPPORT = "support", "Support"
+    VIEWER = "viewer", "Viewer"
+
+
+class RoleGrant(models.Model):
+    """A user's role in one company, or everywhere for an Administrator."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="role_grants"
+    )
+    role = models.CharField(max_length=20, choices=Role.choices)
+    company = models.ForeignKey(
+        Company,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="role_grants",
+        help_text="Empty only for Administrators, who see every company.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "company"], name="one_role_per_user_and_company"
+            ),
+            models.UniqueConstraint(
+                fields=["user"],
+                condition=models.Q(company__isnull=True),
+                name="one_global_grant_per_user",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(company__isnull=False)
+                | models.Q(role="administrator"),
+                name="only_administrators_are_global",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        where = self.company.name if self.company_id else "all companies"
+        return f"{self.user} is {self.get_role_display()} in {where}"
+
+    def clean(self) -> None:
+        if self.company_id is None and self.role != Role.ADMINISTRATOR:
+            raise ValidationError(
+                {"company": "Pick a company: only Administrators are global."}
+            )
+        if self.role == Role.ADMINISTRATOR and self.company_id is not None:
+            raise ValidationError(
+                {"company": "Administrators are global: leave the company empty."}
+            )
+
+
+class AuditEvent(models.Model):
+    """One change made in the console. Append-only.
+
+    ``before`` and ``after`` never hold secrets: secrets are recorded as
+    fingerprints by the services that write events.
+    """
+
+    class Outcome(models.TextChoices):
+        SUCCESS = "success", "Success"
+        FAILURE = "failure", "Failure"
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    actor_username = models.CharField(max_length=150, blank=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    company = models.ForeignKey(
+        Company, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    company_name = models.CharField(max_length=100, blank=True)
+    org = models.ForeignKey(
+        "orgs.SalesforceOrg",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="audit_events",
+    )
+    org_label = models.CharField(max_length=120, blank=True)
+    action = models.CharField(max_length=64, db_index=True)
+    outcome = models.CharField(
+        max_length=10, choices=Outcome.choices, default=Outcome.SUCCESS
+    )
+    summary = models.CharField(max_length=300, blank=True)
+    before = models.JSONField(default=dict, blank=True)
+    after = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["company", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_username} {self.action}"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        # Append-only: an existing event is never rewritten.
+        if self.pk is not None and not kwargs.get("force_insert"):
+            raise ValidationError("Audit events cannot be changed.")
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
+        raise ValidationError("Audit events cannot be deleted.")

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin
+
+from vbsf.admin import AuditedModelAdmin, SecretField
+
+from .models import BackupPolicy, SalesforceOrg
+
+
+class SalesforceOrgAdminForm(forms.ModelForm):
+    refresh_token = SecretField(
+        label="Refresh token",
+        help_text="Write-only. Leave blank to keep the stored token.",
+    )
+
+    class Meta:
+        model = SalesforceOrg
+        exclude = ["version"]
+
+    def save(self, commit: bool = True) -> SalesforceOrg:
+        org = super().save(commit=False)
+        if token := self.cleaned_data.get("refresh_token"):
+            org.set_refresh_token(token)
+        if commit:
+            org.save()
+        return org
+
+
+@admin.register(SalesforceOrg)
+class SalesforceOrgAdmin(AuditedModelAdmin):
+    form = SalesforceOrgAdminForm
+    list_display = [
+        "alias",
+        "org_id",
+        "company",
+        "status",
+        "client_app",
+        "connected_as_username",
+        "last_checked_at",
+    ]
+    list_filter = ["status", "org_type", "company"]
+    list_select_related = ["company", "client_app"]
+    search_fields = ["alias", "org_id", "login_url"]
+    readonly_fields = [
+        "refresh_token_fingerprint",
+        "version",
+        "created_at",
+        "updated_at",
+    ]
+    audit_name = "org"
+
+
+@admin.register(BackupPolicy)
+class BackupPolicyAdmin(AuditedModelAdmin):
+    list_display = ["name", "org", "schedule", "enabled"]
+    list_select_related = ["org"]
+    audit_name = "policy"

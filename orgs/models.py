@@ -1,0 +1,220 @@
+"""Salesforce orgs and the backup policies that protect them."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.urls import reverse
+
+from vbsf import encryption
+
+
+def validate_org_id(value: str) -> None:
+    from connections.salesforce_urls import InvalidSalesforceId, to_18
+
+    try:
+        normalized = to_18(value)
+    except InvalidSalesforceId as exc:
+        raise ValidationError(str(exc), code="invalid_org_id") from None
+    if not normalized.startswith("00D"):
+        raise ValidationError(
+            "A Salesforce org ID starts with 00D.", code="invalid_org_id"
+        )
+
+
+class OrgType(models.TextChoices):
+    PRODUCTION = "production", "Production"
+    SANDBOX = "sandbox", "Sandbox"
+    DEVELOPER = "developer", "Developer"
+    SCRATCH = "scratch", "Scratch"
+
+
+class ConnectionStatus(models.TextChoices):
+    CONNECTED = "connected", "Connected"
+    PENDING_ACTIVATION = "pending_activation", "Pending activation"
+    NEEDS_REAUTHORIZATION = "needs_reauthorization", "Needs re-authorization"
+    URL_CHANGED = "url_changed", "URL changed"
+    PERMISSIONS_MISSING = "permissions_missing", "Permissions missing"
+    FAILED = "failed", "Failed"
+
+
+# Statuses that need a person; the operator queue and dashboard list them.
+NEEDS_ATTENTION = (
+    ConnectionStatus.NEEDS_REAUTHORIZATION,
+    ConnectionStatus.URL_CHANGED,
+    ConnectionStatus.PERMISSIONS_MISSING,
+    ConnectionStatus.FAILED,
+)
+
+FIX_HINTS = {
+    ConnectionStatus.CONNECTED: "",
+    ConnectionStatus.PENDING_ACTIVATION: (
+        "Salesforce activates new app credentials within 10 minutes; nothing to do yet."
+    ),
+    ConnectionStatus.NEEDS_REAUTHORIZATION: (
+        "Re-authorize the connection: log in to Salesforce again as a user with "
+        "the required permissions."
+    ),
+    ConnectionStatus.URL_CHANGED: (
+        "Salesforce answers at a new URL: apply the suggested organization URL."
+    ),
+    ConnectionStatus.PERMISSIONS_MISSING: (
+        "Grant the missing permissions to the connected Salesforce user, then "
+        "verify permissions again."
+    ),
+    ConnectionStatus.FAILED: (
+        "Check again; if it keeps failing, check that Salesforce is reachable and "
+        "re-authorize the connection."
+    ),
+}
+
+
+class SalesforceOrg(models.Model):
+    """One Salesforce org the backup service protects, and how it connects."""
+
+    alias = models.CharField(max_length=80, blank=True)
+    org_id = models.CharField(
+        "org ID", max_length=18, unique=True, validators=[validate_org_id]
+    )
+    org_type = models.CharField(
+        max_length=20, choices=OrgType.choices, default=OrgType.PRODUCTION
+    )
+    login_url = models.URLField(
+        "organization URL",
+        max_length=255,
+        help_text="The org's My Domain URL, used for OAuth.",
+    )
+    instance_url = models.URLField(max_length=255, blank=True)
+    company = models.ForeignKey(
+        "companies.Company", on_delete=models.PROTECT, related_name="orgs"
+    )
+    client_app = models.ForeignKey(
+        "connections.ExternalClientApp",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="orgs",
+    )
+    connected_as_username = models.CharField(max_length=255, blank=True)
+    connected_as_user_id = models.CharField(max_length=18, blank=True)
+    granted_scopes = models.JSONField(default=list, blank=True)
+    refresh_token_encrypted = models.TextField(blank=True, editable=False)
+    refresh_token_fingerprint = models.CharField(
+        max_length=16, blank=True, editable=False
+    )
+    status = models.CharField(
+        max_length=30,
+        choices=ConnectionStatus.choices,
+        default=ConnectionStatus.NEEDS_REAUTHORIZATION,
+        db_index=True,
+    )
+    status_reason = models.CharField(max_length=300, blank=True)
+    status_changed_at = models.DateTimeField(null=True, blank=True)
+    suggested_url = models.URLField(max_length=255, blank=True)
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    is_identity_provider = models.BooleanField(
+        "console sign-in provider",
+        default=False,
+        help_text="Console users log in with Salesforce through this org's app.",
+    )
+    # Optimistic locking: every change of the connection bumps it, and a
+    # wizard only applies when the version it started from is still current.
+    version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["alias", "org_id"]
+        verbose_name = "Salesforce org"
+        indexes = [
+            models.Index(fields=["company", "status"]),
+            models.Index(fields=["status", "status_changed_at"]),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_identity_provider"],
+                condition=models.Q(is_identity_provider=True),
+                name="one_identity_provider_org",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.alias or self.org_id
+
+    def get_absolute_url(self) -> str:
+        return reverse("orgs:detail", args=[self.pk])
+
+    @property
+    def label(self) -> str:
+        return self.alias or self.org_id
+
+    @property
+    def fix_hint(self) -> str:
+        return FIX_HINTS.get(self.status, "")
+
+    @property
+    def needs_attention(self) -> bool:
+        return self.status in NEEDS_ATTENTION
+
+    @property
+    def uses_legacy_shared_app(self) -> bool:
+        return bool(self.client_app_id and self.client_app.is_legacy_shared)
+
+    @property
+    def has_refresh_token(self) -> bool:
+        return bool(self.refresh_token_encrypted)
+
+    def set_refresh_token(self, token: str | None) -> None:
+        if token:
+            self.refresh_token_encrypted = encryption.encrypt(token)
+            self.refresh_token_fingerprint = encryption.fingerprint(token)
+        else:
+            self.refresh_token_encrypted = ""
+            self.refresh_token_fingerprint = ""
+
+    def get_refresh_token(self) -> str:
+        """Decrypt the refresh token; raises ``SecretUnavailable``."""
+        if not self.refresh_token_encrypted:
+            raise encryption.SecretUnavailable("This org has no refresh token.")
+        return encryption.decrypt(self.refresh_token_encrypted)
+
+
+class BackupPolicy(models.Model):
+    """Protects exactly one org; its connection section mirrors the org's."""
+
+    class Schedule(models.TextChoices):
+        HOURLY = "hourly", "Every hour"
+        DAILY = "daily", "Daily"
+        WEEKLY = "weekly", "Weekly"
+
+    org = models.OneToOneField(
+        SalesforceOrg, on_delete=models.CASCADE, related_name="backup_policy"
+    )
+    name = models.CharField(max_length=100)
+    schedule = models.CharField(
+        max_length=10, choices=Schedule.choices, default=Schedule.DAILY
+    )
+    enabled = models.BooleanField(default=True)
+    include_files = models.BooleanField(default=False)
+    retention_days = models.PositiveIntegerField(default=365)
+    # The connection the policy's jobs use; kept equal to the org's by the
+    # services that change either (Finish, Edit organization URL).
+    org_url = models.URLField(max_length=255)
+    client_app = models.ForeignKey(
+        "connections.ExternalClientApp",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "backup policies"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("orgs:policy-edit", args=[self.pk])

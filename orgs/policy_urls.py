@@ -1,0 +1,9 @@
+from django.urls import path
+
+from . import views
+
+app_name = "policies"
+
+urlpatterns = [
+    path("", views.policy_index, name="list"),
+]

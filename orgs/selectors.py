@@ -1,0 +1,86 @@
+"""Reads of orgs, always scoped to what the user may see."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from django.db.models import Count, Q, QuerySet
+from django.shortcuts import get_object_or_404
+
+from .models import NEEDS_ATTENTION, BackupPolicy, ConnectionStatus, SalesforceOrg
+
+if TYPE_CHECKING:
+    from companies.access import AccessProfile
+
+
+def org_list(
+    *,
+    access: AccessProfile,
+    status: str = "",
+    company_id: int | None = None,
+    search: str = "",
+    legacy_only: bool = False,
+) -> QuerySet[SalesforceOrg]:
+    """Orgs for the list page: one query for the rows, whatever their number."""
+    qs = access.scope(SalesforceOrg.objects.all()).select_related(
+        "company", "client_app"
+    )
+    if status:
+        qs = qs.filter(status=status)
+    if company_id:
+        qs = qs.filter(company_id=company_id)
+    if legacy_only:
+        qs = qs.filter(client_app__is_legacy_shared=True)
+    if search := search.strip():
+        qs = qs.filter(
+            Q(alias__icontains=search)
+            | Q(org_id__istartswith=search)
+            | Q(login_url__icontains=search)
+            | Q(instance_url__icontains=search)
+        )
+    return qs.order_by("alias", "org_id")
+
+
+def org_get(*, access: AccessProfile, pk: int) -> SalesforceOrg:
+    """One org the user may see, or 404 (other companies' orgs do not exist)."""
+    qs = access.scope(SalesforceOrg.objects.select_related("company", "client_app"))
+    return get_object_or_404(qs, pk=pk)
+
+
+def org_status_counts(*, access: AccessProfile) -> dict[str, int]:
+    rows = (
+        access.scope(SalesforceOrg.objects.all())
+        .values("status")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    counts = {status: 0 for status in ConnectionStatus.values}
+    for row in rows:
+        counts[row["status"]] = row["n"]
+    return counts
+
+
+def orgs_needing_attention(
+    *, access: AccessProfile, limit: int | None = None
+) -> QuerySet[SalesforceOrg]:
+    qs = (
+        access.scope(SalesforceOrg.objects.filter(status__in=NEEDS_ATTENTION))
+        .select_related("company", "client_app")
+        .order_by("status_changed_at", "pk")
+    )
+    return qs[:limit] if limit else qs
+
+
+def legacy_app_org_count(*, access: AccessProfile) -> int:
+    return (
+        access.scope(SalesforceOrg.objects.filter(client_app__is_legacy_shared=True))
+        .order_by()
+        .count()
+    )
+
+
+def policy_list(*, access: AccessProfile) -> QuerySet[BackupPolicy]:
+    return access.scope(
+        BackupPolicy.objects.select_related("org", "org__company", "client_app"),
+        company_field="org__company",
+    ).order_by("name")

@@ -1,0 +1,5 @@
+from django.contrib.admin.apps import AdminConfig
+
+
+class ConsoleAdminConfig(AdminConfig):
+    default_site = "vbsf.admin.ConsoleAdminSite"

@@ -1,0 +1,307 @@
+"""Settings for the console, driven only by ``VBSF_*`` environment variables.
+
+There is one settings module. Differences between the demo, tests and
+production come from the environment, never from extra settings files.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# Values that must never reach production. The demo and .env.example use them.
+PLACEHOLDER_VALUES = {"", "change-me", "changeme", "insecure", "placeholder"}
+
+
+def envstr(name: str, default: str = "") -> str:
+    """Read ``VBSF_<name>``, or the file named by ``VBSF_<name>_FILE``."""
+    if path := os.environ.get(f"VBSF_{name}_FILE"):
+        p = Path(path)
+        if not p.is_file():
+            raise ImproperlyConfigured(f"VBSF_{name}_FILE points to {path}, not a file")
+        return p.read_text().strip()
+    return os.environ.get(f"VBSF_{name}", default)
+
+
+def envbool(name: str, default: bool) -> bool:
+    raw = os.environ.get(f"VBSF_{name}")
+    if raw is None or raw == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"VBSF_{name} must be true or false, not {raw!r}")
+
+
+def envint(name: str, default: int) -> int:
+    raw = os.environ.get(f"VBSF_{name}")
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"VBSF_{name} must be an integer") from None
+
+
+def envfloat(name: str, default: float) -> float:
+    raw = os.environ.get(f"VBSF_{name}")
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"VBSF_{name} must be a number") from None
+
+
+def envlist(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in envstr(name, default).split(",") if item.strip()]
+
+
+DEBUG = envbool("DEBUG", False)
+TESTING = envbool("TESTING", False)
+
+SECRET_KEY = envstr("SECRET_KEY")
+# Fernet keys for secrets at rest, newest first. They are deliberately not
+# derived from SECRET_KEY so that rotating one never breaks the other.
+ENCRYPTION_KEYS = envlist("ENCRYPTION_KEYS")
+
+if not DEBUG:
+    if SECRET_KEY.lower() in PLACEHOLDER_VALUES or len(SECRET_KEY) < 32:
+        raise ImproperlyConfigured(
+            "VBSF_SECRET_KEY is missing or a placeholder; set a long random value "
+            "(or VBSF_DEBUG=true for local development)."
+        )
+    if not ENCRYPTION_KEYS or any(
+        k.lower() in PLACEHOLDER_VALUES for k in ENCRYPTION_KEYS
+    ):
+        raise ImproperlyConfigured(
+            "VBSF_ENCRYPTION_KEYS is missing or a placeholder; generate one with "
+            "`python manage.py generate_encryption_key`."
+        )
+elif not SECRET_KEY:
+    SECRET_KEY = "insecure-development-key-only-for-debug-mode-0123456789"
+
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "127.0.0.1,localhost")
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS")
+
+# The console's own external base URL. The OAuth callback URL that admins
+# register in their Salesforce apps is built from it.
+PUBLIC_URL = envstr("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+
+INSTALLED_APPS = [
+    "vbsf.apps.ConsoleAdminConfig",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "formtools",
+    "companies",
+    "orgs",
+    "connections",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "companies.middleware.AccessMiddleware",
+    "vbsf.middleware.SecurityHeadersMiddleware",
+]
+
+ROOT_URLCONF = "vbsf.urls"
+WSGI_APPLICATION = "vbsf.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "companies.context_processors.access",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        envstr("DATABASE_URL", f"sqlite:///{BASE_DIR / 'var' / 'vbsf.sqlite3'}"),
+        conn_max_age=envint("DB_CONN_MAX_AGE", 0),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Worker and web server share the file: wait for locks instead of failing.
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
+    # Tests run a real worker in another process, so the test database must
+    # be a file that both can open (an in-memory one would be private).
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / "test.sqlite3")}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CACHE_URL = envstr("CACHE_URL")
+if CACHE_URL.startswith("redis"):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "vbsf_cache",
+        }
+    }
+
+AUTH_PASSWORD_VALIDATORS = [
+    {
+        "NAME": "django.contrib.auth.password_validation."
+        "UserAttributeSimilarityValidator"
+    },
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+if TESTING:
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard"
+LOGOUT_REDIRECT_URL = "login"
+# Password guessing: this many failures per username or address lock sign-in
+# for LOGIN_LOCKOUT_SECONDS.
+LOGIN_MAX_FAILURES = envint("LOGIN_MAX_FAILURES", 5)
+LOGIN_LOCKOUT_SECONDS = envint("LOGIN_LOCKOUT_SECONDS", 900)
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG or TESTING
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+
+# Security. HTTPS settings follow VBSF_HTTPS, which is on by default outside
+# debug mode; the embedded demo runs on plain http on localhost.
+HTTPS = envbool("HTTPS", not DEBUG)
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_SSL_REDIRECT = HTTPS and envbool("SSL_REDIRECT", True)
+SECURE_HSTS_SECONDS = envint("HSTS_SECONDS", 31536000 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
+SECURE_HSTS_PRELOAD = HTTPS
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if envbool("BEHIND_PROXY", False) else None
+)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_AGE = envint("SESSION_AGE_SECONDS", 8 * 3600)
+CSRF_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+
+# Addresses the audit log records. Only trust X-Forwarded-For behind a proxy.
+TRUST_X_FORWARDED_FOR = envbool("BEHIND_PROXY", False)
+
+# Salesforce. The simulator URL is empty in production; when set, the
+# Salesforce client (and nothing else) maps every Salesforce URL onto it.
+SALESFORCE_SIMULATOR_URL = envstr("SALESFORCE_SIMULATOR_URL").rstrip("/")
+SALESFORCE_CONNECT_TIMEOUT = envfloat("SALESFORCE_CONNECT_TIMEOUT", 5.0)
+SALESFORCE_READ_TIMEOUT = envfloat("SALESFORCE_READ_TIMEOUT", 20.0)
+SALESFORCE_API_VERSION = envstr("SALESFORCE_API_VERSION", "66.0")
+SALESFORCE_MAX_RETRIES = envint("SALESFORCE_MAX_RETRIES", 2)
+SALESFORCE_RETRY_BACKOFF = envfloat("SALESFORCE_RETRY_BACKOFF", 0.5)
+# Salesforce says new or changed apps take up to 10 minutes to activate.
+ACTIVATION_WINDOW_SECONDS = envint("ACTIVATION_WINDOW_SECONDS", 600)
+ACTIVATION_MARGIN_SECONDS = envint("ACTIVATION_MARGIN_SECONDS", 300)
+HEALTH_CHECK_INTERVAL_SECONDS = envint("HEALTH_CHECK_INTERVAL_SECONDS", 3600)
+
+# Celery. The embedded default is kombu's filesystem transport, which needs
+# no server; production sets VBSF_BROKER_URL=redis://...
+CELERY_DATA_DIR = Path(envstr("CELERY_DATA_DIR", str(BASE_DIR / "var" / "celery")))
+CELERY_BROKER_URL = envstr("BROKER_URL", "filesystem://")
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
+if CELERY_BROKER_URL.startswith("filesystem"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(CELERY_DATA_DIR / "queue"),
+        "data_folder_out": str(CELERY_DATA_DIR / "queue"),
+        "processed_folder": str(CELERY_DATA_DIR / "processed"),
+        "store_processed": False,
+    }
+else:
+    # A task whose worker died is redelivered after this long (acks_late).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_TASK_IGNORE_RESULT = True  # results could carry data; tasks write the DB
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = envint("TASK_TIME_LIMIT", 300)
+CELERY_TASK_SOFT_TIME_LIMIT = envint("TASK_SOFT_TIME_LIMIT", 240)
+CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_EAGER", False)
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE_FILENAME = str(CELERY_DATA_DIR / "beat-schedule")
+
+EMAIL_BACKEND = envstr(
+    "EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend"
+)
+DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "console@vbsf.invalid")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact": {"()": "vbsf.logging.RedactSecretsFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django.request": {"level": "WARNING"},
+        "django.server": {"level": "WARNING"},
+    },
+}
+
+ADMIN_ENABLED = envbool("ADMIN_ENABLED", True)
