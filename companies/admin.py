@@ -1,7 +1,10 @@
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group
 from django.http import HttpRequest
 
-from vbsf.admin import AuditedModelAdmin
+from vbsf.admin import AuditedModelAdmin, ConsoleAdminPermissions
 
 from .models import AuditEvent, Company, RoleGrant
 
@@ -22,7 +25,7 @@ class RoleGrantAdmin(AuditedModelAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ConsoleAdminPermissions, admin.ModelAdmin):
     """Read-only: the audit trail cannot be edited or deleted."""
 
     list_display = [
@@ -45,3 +48,18 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+
+# Console users and groups follow the same rule: Administrators only.
+admin.site.unregister(get_user_model())
+admin.site.unregister(Group)
+
+
+@admin.register(get_user_model())
+class ConsoleUserAdmin(ConsoleAdminPermissions, UserAdmin):
+    pass
+
+
+@admin.register(Group)
+class ConsoleGroupAdmin(ConsoleAdminPermissions, GroupAdmin):
+    pass

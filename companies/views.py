@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from .access import Capability
 from .audit import Actor
+from .decorators import require_capability
 from .forms import CompanyForm, MoveOrgsForm, ThrottledAuthenticationForm
 from .models import Company
 from .selectors import audit_event_list, company_list
@@ -56,6 +57,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 @require_http_methods(["GET", "POST"])
+@require_capability(Capability.MANAGE_COMPANIES)
 def company_index(request: HttpRequest) -> HttpResponse:
     _require(request, Capability.MANAGE_COMPANIES)
     form = CompanyForm(request.POST or None)
@@ -80,6 +82,7 @@ def _get_company(request: HttpRequest, pk: int) -> Company:
 
 
 @require_http_methods(["GET", "POST"])
+@require_capability(Capability.MANAGE_COMPANIES)
 def company_detail(request: HttpRequest, pk: int) -> HttpResponse:
     company = _get_company(request, pk)
     form = CompanyForm(
@@ -107,6 +110,7 @@ def company_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_http_methods(["POST"])
+@require_capability(Capability.MANAGE_COMPANIES)
 def company_move_orgs(request: HttpRequest, pk: int) -> HttpResponse:
     from orgs.services import orgs_move
 
@@ -129,6 +133,7 @@ def company_move_orgs(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_http_methods(["POST"])
+@require_capability(Capability.MANAGE_COMPANIES)
 def company_remove(request: HttpRequest, pk: int) -> HttpResponse:
     company = _get_company(request, pk)
     try:
@@ -151,6 +156,7 @@ def _audit_filters(request: HttpRequest) -> dict[str, Any]:
 
 
 @require_GET
+@require_capability(Capability.VIEW_AUDIT)
 def audit_index(request: HttpRequest) -> HttpResponse:
     _require(request, Capability.VIEW_AUDIT)
     filters = _audit_filters(request)
@@ -178,6 +184,7 @@ def _csv_safe(value: object) -> str:
 
 
 @require_GET
+@require_capability(Capability.VIEW_AUDIT)
 def audit_export(request: HttpRequest) -> StreamingHttpResponse:
     _require(request, Capability.VIEW_AUDIT)
     events = audit_event_list(access=request.access, **_audit_filters(request))  # type: ignore[attr-defined]

@@ -16,7 +16,22 @@ class SalesforceOrgAdminForm(forms.ModelForm):
 
     class Meta:
         model = SalesforceOrg
-        exclude = ["version"]
+        fields = [
+            "alias",
+            "org_id",
+            "org_type",
+            "login_url",
+            "instance_url",
+            "company",
+            "client_app",
+            "connected_as_username",
+            "connected_as_user_id",
+            "granted_scopes",
+            "status",
+            "status_reason",
+            "suggested_url",
+            "is_identity_provider",
+        ]
 
     def save(self, commit: bool = True) -> SalesforceOrg:
         org = super().save(commit=False)

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from connections.salesforce_urls import to_18
 
-DEMO_PASSWORD = "demo"  # noqa: S105 - demo data only
-SALESFORCE_DEMO_PASSWORD = "demo-salesforce"  # noqa: S105 - demo data only
+DEMO_PASSWORD = "demo"
+SALESFORCE_DEMO_PASSWORD = "demo-salesforce"
 
 ALL_PERMISSIONS = [
     "PermissionsApiEnabled",

@@ -7,6 +7,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from companies.access import Capability
+from companies.decorators import require_capability
 from companies.models import AuditEvent
 
 from . import selectors
@@ -17,6 +19,7 @@ PAGE_SIZE = 50
 
 
 @require_GET
+@require_capability(Capability.VIEW)
 def dashboard(request: HttpRequest) -> HttpResponse:
     access = request.access  # type: ignore[attr-defined]
     counts = selectors.org_status_counts(access=access)
@@ -33,6 +36,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
+@require_capability(Capability.VIEW)
 def org_index(request: HttpRequest) -> HttpResponse:
     access = request.access  # type: ignore[attr-defined]
     form = OrgFilterForm(request.GET or None, companies=access.companies())
@@ -57,6 +61,7 @@ def org_index(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
+@require_capability(Capability.VIEW)
 def org_detail(request: HttpRequest, pk: int) -> HttpResponse:
     access = request.access  # type: ignore[attr-defined]
     org = selectors.org_get(access=access, pk=pk)
@@ -66,16 +71,19 @@ def org_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "policy": getattr(org, "backup_policy", None),
         "history": history,
         "can": {
-            "edit_connection": access.can("edit_connection", org.company_id),
-            "reauthorize": access.can("reauthorize", org.company_id),
-            "edit_org_url": access.can("edit_org_url", org.company_id),
-            "verify_permissions": access.can("verify_permissions", org.company_id),
+            "edit_connection": access.can(Capability.EDIT_CONNECTION, org.company_id),
+            "reauthorize": access.can(Capability.REAUTHORIZE, org.company_id),
+            "edit_org_url": access.can(Capability.EDIT_ORG_URL, org.company_id),
+            "verify_permissions": access.can(
+                Capability.VERIFY_PERMISSIONS, org.company_id
+            ),
         },
     }
     return render(request, "orgs/detail.html", context)
 
 
 @require_GET
+@require_capability(Capability.VIEW)
 def policy_index(request: HttpRequest) -> HttpResponse:
     policies = selectors.policy_list(access=request.access)  # type: ignore[attr-defined]
     page = Paginator(policies, PAGE_SIZE).get_page(request.GET.get("page"))

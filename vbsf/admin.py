@@ -19,13 +19,9 @@ class ConsoleAdminSite(admin.AdminSite):
     site_title = "Console admin"
 
     def has_permission(self, request: HttpRequest) -> bool:
-        access = getattr(request, "access", None)
         return bool(
-            request.user.is_active
-            and request.user.is_staff
-            and access is not None
-            and access.is_administrator
-        )
+            request.user.is_active and request.user.is_staff
+        ) and _is_console_admin(request)
 
     def admin_view(self, view: Any, cacheable: bool = False) -> Any:
         inner = super().admin_view(view, cacheable)
@@ -64,7 +60,31 @@ def _snapshot(obj: Model) -> dict[str, Any]:
     return data
 
 
-class AuditedModelAdmin(admin.ModelAdmin):
+def _is_console_admin(request: HttpRequest) -> bool:
+    access = getattr(request, "access", None)
+    return bool(access is not None and access.is_administrator)
+
+
+class ConsoleAdminPermissions:
+    """Model permissions follow the console's roles: Administrators only."""
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return _is_console_admin(request)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return _is_console_admin(request)
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return _is_console_admin(request)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return _is_console_admin(request)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return _is_console_admin(request)
+
+
+class AuditedModelAdmin(ConsoleAdminPermissions, admin.ModelAdmin):
     """Every admin save or delete writes one audit event, in its transaction."""
 
     audit_name = ""

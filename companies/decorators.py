@@ -1,0 +1,32 @@
+"""View decorators for role checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+
+from .access import Capability
+
+
+def require_capability(
+    capability: Capability,
+) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    """403 unless the user holds the capability in at least one company.
+
+    Views still check the capability for the object's own company.
+    """
+
+    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not request.access.can(capability):  # type: ignore[attr-defined]
+                raise PermissionDenied
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator

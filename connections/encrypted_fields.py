@@ -1,0 +1,18 @@
+"""Where secrets are stored encrypted, for key rotation.
+
+Every model field holding a ciphertext is listed here; a test checks that
+no ``*_encrypted`` field is missing from the list.
+"""
+
+from __future__ import annotations
+
+from django.apps import apps
+
+ENCRYPTED_FIELDS: list[tuple[str, str]] = [
+    ("connections.ExternalClientApp", "consumer_secret_encrypted"),
+    ("orgs.SalesforceOrg", "refresh_token_encrypted"),
+]
+
+
+def encrypted_fields() -> list[tuple[type, str]]:
+    return [(apps.get_model(label), field) for label, field in ENCRYPTED_FIELDS]

@@ -1,0 +1,165 @@
+"""The role × page matrix, generated from the URL configuration.
+
+Every named URL must have a rule here; a new URL without one fails the
+suite, so no page ships without someone deciding who may see it.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver
+
+ALL = {"administrator", "operator", "support", "viewer"}
+ADMIN_ONLY = {"administrator"}
+
+# url name -> roles that get 200 on GET (others 403). "public" means no
+# sign-in needed; "skip-get" marks POST-only endpoints (checked below).
+GET_RULES: dict[str, set[str] | str] = {
+    "dashboard": ALL,
+    "login": "public",
+    "logout": "post-only",
+    "healthz": "public",
+    "orgs:list": ALL,
+    "orgs:detail": ALL,
+    "policies:list": ALL,
+    "companies:list": ADMIN_ONLY,
+    "companies:detail": ADMIN_ONLY,
+    "companies:move-orgs": "post-only",
+    "companies:delete": "post-only",
+    "audit": ADMIN_ONLY,
+    "audit-export": ADMIN_ONLY,
+}
+
+
+def _named_patterns(
+    resolver: URLResolver, namespace: str = ""
+) -> list[tuple[str, object]]:
+    found = []
+    for pattern in resolver.url_patterns:
+        if isinstance(pattern, URLResolver):
+            ns = pattern.namespace or ""
+            prefix = f"{namespace}{ns}:" if ns else namespace
+            found += _named_patterns(pattern, prefix)
+        elif isinstance(pattern, URLPattern) and pattern.name:
+            found.append((f"{namespace}{pattern.name}", pattern))
+    return found
+
+
+def _console_url_names() -> list[str]:
+    return [n for n, _ in _named_patterns(get_resolver()) if not n.startswith("admin:")]
+
+
+def test_every_url_has_an_access_rule():
+    missing = sorted(set(_console_url_names()) - set(GET_RULES))
+    assert not missing, f"URLs without an access rule: {missing}"
+
+
+def _url_for(name: str, world) -> str:
+    from django.urls import reverse
+
+    kwargs = {
+        "orgs:detail": {"pk": world.acme_org.pk},
+        "companies:detail": {"pk": world.acme.pk},
+        "companies:move-orgs": {"pk": world.acme.pk},
+        "companies:delete": {"pk": world.acme.pk},
+    }.get(name, {})
+    return reverse(name, kwargs=kwargs)
+
+
+@pytest.mark.parametrize("role", [*sorted(ALL), "nobody"])
+@pytest.mark.parametrize("name", sorted(GET_RULES))
+def test_role_can_get_exactly_what_spec_allows(world, role, name):
+    rule = GET_RULES[name]
+    url = _url_for(name, world)
+    response = world.client_for(role).get(url)
+    if rule == "public":
+        # Signed-in users are sent on from the sign-in page.
+        assert response.status_code == (302 if name == "login" else 200)
+    elif rule == "post-only":
+        assert response.status_code == 405
+    elif role in rule:
+        assert response.status_code == 200, url
+    else:
+        assert response.status_code == 403, url
+
+
+@pytest.mark.parametrize("name", sorted(GET_RULES))
+def test_anonymous_users_are_sent_to_sign_in(world, client, name):
+    rule = GET_RULES[name]
+    response = client.get(_url_for(name, world))
+    if rule == "public":
+        assert response.status_code == 200
+    elif rule == "post-only":
+        assert response.status_code in (302, 405)
+    else:
+        assert response.status_code == 302
+        assert response["Location"].startswith("/login/")
+
+
+@pytest.mark.parametrize("role", ["operator", "support", "viewer"])
+def test_mutations_are_refused_with_403_and_change_nothing(world, role):
+    from companies.models import AuditEvent, Company
+
+    client = world.client_for(role)
+    before = (Company.objects.count(), AuditEvent.objects.count())
+    responses = [
+        client.post("/companies/", {"name": "Evil Corp"}),
+        client.post(f"/companies/{world.acme.pk}/", {"name": "Renamed"}),
+        client.post(
+            f"/companies/{world.acme.pk}/move-orgs/",
+            {"to_company": world.globex.pk, "orgs": [world.acme_org.pk]},
+        ),
+        client.post(f"/companies/{world.acme.pk}/delete/"),
+    ]
+    assert [r.status_code for r in responses] == [403] * 4
+    assert (Company.objects.count(), AuditEvent.objects.count()) == before
+    world.acme.refresh_from_db()
+    world.acme_org.refresh_from_db()
+    assert world.acme.name == "Acme"
+    assert world.acme_org.company_id == world.acme.pk
+
+
+ADMIN_PAGES = [
+    "/admin/",
+    "/admin/orgs/salesforceorg/",
+    "/admin/connections/externalclientapp/",
+    "/admin/companies/company/",
+    "/admin/companies/rolegrant/",
+    "/admin/companies/auditevent/",
+    "/admin/orgs/backuppolicy/",
+    "/admin/auth/user/",
+    "/admin/auth/group/",
+]
+
+
+@pytest.mark.parametrize("url", ADMIN_PAGES)
+@pytest.mark.parametrize("role", sorted(ALL))
+def test_django_admin_is_for_administrators_only(world, role, url):
+    response = world.client_for(role).get(url)
+    assert response.status_code == (200 if role == "administrator" else 403)
+
+
+def test_every_registered_admin_model_is_in_the_matrix():
+    from django.contrib import admin
+
+    registered = {
+        f"/admin/{m._meta.app_label}/{m._meta.model_name}/"
+        for m in admin.site._registry
+    }
+    assert registered <= set(ADMIN_PAGES), registered - set(ADMIN_PAGES)
+
+
+def test_other_companies_orgs_answer_404(world):
+    for role in ["operator", "support", "viewer"]:
+        client = world.client_for(role)
+        assert client.get(f"/orgs/{world.globex_org.pk}/").status_code == 404
+        assert client.get(f"/orgs/{world.acme_org.pk}/").status_code == 200
+
+
+def test_lists_show_only_the_users_companies(world):
+    body = world.client_for("viewer").get("/orgs/").content.decode()
+    assert "acme-prod" in body and "globex-prod" not in body
+    body = world.client_for("viewer").get("/policies/").content.decode()
+    assert "acme-prod" in body and "globex-prod" not in body
+    body = world.client_for("administrator").get("/orgs/").content.decode()
+    assert "acme-prod" in body and "globex-prod" in body
