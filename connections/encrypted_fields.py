@@ -11,6 +11,10 @@ from django.apps import apps
 ENCRYPTED_FIELDS: list[tuple[str, str]] = [
     ("connections.ExternalClientApp", "consumer_secret_encrypted"),
     ("orgs.SalesforceOrg", "refresh_token_encrypted"),
+    ("connections.ConnectionChange", "code_verifier_encrypted"),
+    ("connections.ConnectionChange", "code_encrypted"),
+    ("connections.ConnectionChange", "new_refresh_token_encrypted"),
+    ("connections.ConnectionChange", "old_refresh_token_encrypted"),
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 
 from vbsf import encryption
@@ -50,3 +51,200 @@ class ExternalClientApp(models.Model):
     def get_consumer_secret(self) -> str:
         """Decrypt the secret; raises ``SecretUnavailable`` when it cannot."""
         return encryption.decrypt(self.consumer_secret_encrypted)
+
+
+class ConnectionChange(models.Model):
+    """A staged change of an org's client app and tokens (blue/green).
+
+    The org keeps its old app and tokens until the change is applied at
+    Finish; a change that never gets there ends rolled back or expired and
+    leaves the org as it was. Also used for Add organization (no org yet) and
+    for re-authorization (same app, new tokens).
+    """
+
+    class Kind(models.TextChoices):
+        EDIT = "edit", "Edit Connection"
+        ADD = "add", "Add organization"
+        REAUTHORIZE = "reauthorize", "Re-authorize connection"
+
+    class State(models.TextChoices):
+        AWAITING_ACTIVATION = "awaiting_activation", "Waiting for Salesforce"
+        ACTIVE = "active", "App active"
+        EXCHANGING = "exchanging", "Completing sign-in"
+        AUTHORIZED = "authorized", "Authorized"
+        APPLIED = "applied", "Applied"
+        ROLLED_BACK = "rolled_back", "Rolled back"
+        EXPIRED = "expired", "Expired"
+        FAILED = "failed", "Failed"
+
+    OPEN_STATES = (
+        State.AWAITING_ACTIVATION,
+        State.ACTIVE,
+        State.EXCHANGING,
+        State.AUTHORIZED,
+    )
+
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    state = models.CharField(
+        max_length=24, choices=State.choices, default=State.AWAITING_ACTIVATION
+    )
+    org = models.ForeignKey(
+        "orgs.SalesforceOrg",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="connection_changes",
+    )
+    company = models.ForeignKey(
+        "companies.Company",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="For Add organization: the company the new org will join.",
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_version = models.PositiveIntegerField(default=0)
+    client_app = models.ForeignKey(
+        ExternalClientApp, on_delete=models.PROTECT, related_name="changes"
+    )
+    login_url = models.URLField(max_length=255)
+    org_type = models.CharField(max_length=20, blank=True)
+
+    # Activation probing (SPEC §4.1).
+    activation_started_at = models.DateTimeField(null=True, blank=True)
+    probe_count = models.PositiveIntegerField(default=0)
+    last_probe_at = models.DateTimeField(null=True, blank=True)
+    next_probe_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+
+    # OAuth (SPEC §4.2). The code and PKCE verifier are secrets: encrypted,
+    # and the code is wiped as soon as it has been exchanged.
+    code_verifier_encrypted = models.TextField(blank=True, editable=False)
+    code_encrypted = models.TextField(blank=True, editable=False)
+    authorize_started_at = models.DateTimeField(null=True, blank=True)
+
+    # What the new tokens say.
+    new_refresh_token_encrypted = models.TextField(blank=True, editable=False)
+    new_refresh_token_fingerprint = models.CharField(max_length=16, blank=True)
+    new_instance_url = models.URLField(max_length=255, blank=True)
+    new_org_id = models.CharField(max_length=18, blank=True)
+    new_user_id = models.CharField(max_length=18, blank=True)
+    new_username = models.CharField(max_length=255, blank=True)
+    granted_scopes = models.JSONField(default=list, blank=True)
+    authorized_at = models.DateTimeField(null=True, blank=True)
+
+    # After Finish: the replaced refresh token, kept only until it has been
+    # revoked at Salesforce.
+    old_refresh_token_encrypted = models.TextField(blank=True, editable=False)
+    old_token_revoked_at = models.DateTimeField(null=True, blank=True)
+
+    failure_code = models.CharField(max_length=40, blank=True)
+    failure_message = models.CharField(max_length=500, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["state", "next_probe_at"])]
+
+    def __str__(self) -> str:
+        target = self.org.label if self.org_id else self.login_url
+        return f"{self.get_kind_display()} of {target} ({self.get_state_display()})"
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in self.OPEN_STATES
+
+    def set_secret(self, field: str, value: str | None) -> None:
+        setattr(self, f"{field}_encrypted", encryption.encrypt(value) if value else "")
+        if field == "new_refresh_token":
+            self.new_refresh_token_fingerprint = (
+                encryption.fingerprint(value) if value else ""
+            )
+
+    def get_secret(self, field: str) -> str:
+        raw = getattr(self, f"{field}_encrypted")
+        if not raw:
+            raise encryption.SecretUnavailable(f"No {field.replace('_', ' ')} stored.")
+        return encryption.decrypt(raw)
+
+
+class PermissionCheck(models.Model):
+    """One verification of the connected user's permissions, kept as history.
+
+    ``results`` holds one entry per required permission:
+    ``{"key", "field", "label", "purpose", "granted"}``.
+    """
+
+    class State(models.TextChoices):
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    org = models.ForeignKey(
+        "orgs.SalesforceOrg",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="permission_checks",
+    )
+    change = models.ForeignKey(
+        ConnectionChange,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="permission_checks",
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    state = models.CharField(
+        max_length=10, choices=State.choices, default=State.RUNNING
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    checked_username = models.CharField(max_length=255, blank=True)
+    checked_user_id = models.CharField(max_length=18, blank=True)
+    license_name = models.CharField(max_length=80, blank=True)
+    results = models.JSONField(default=list, blank=True)
+    backup_ok = models.BooleanField(default=False)
+    restore_ok = models.BooleanField(default=False)
+    error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Permission check {self.pk} ({self.get_state_display()})"
+
+    def group(self, purpose: str) -> list[dict[str, object]]:
+        return [r for r in self.results if r.get("purpose") == purpose]
+
+    @property
+    def backup_results(self) -> list[dict[str, object]]:
+        return self.group("backup")
+
+    @property
+    def restore_results(self) -> list[dict[str, object]]:
+        return self.group("restore")
+
+    def missing(self, purpose: str) -> list[dict[str, object]]:
+        return [r for r in self.group(purpose) if not r.get("granted")]
+
+    @property
+    def missing_backup(self) -> list[dict[str, object]]:
+        return self.missing("backup")
+
+    @property
+    def missing_restore(self) -> list[dict[str, object]]:
+        return self.missing("restore")
+
+    @property
+    def integration_license(self) -> bool:
+        from .permissions import INTEGRATION_LICENSE
+
+        return self.license_name == INTEGRATION_LICENSE

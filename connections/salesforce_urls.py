@@ -41,7 +41,9 @@ MAX_URL_LENGTH = 255
 
 _GENERIC_HOSTS = frozenset({"login.salesforce.com", "test.salesforce.com"})
 _PARTITIONS = "sandbox|develop|scratch|trailblaze|patch|demo|free"
-_LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+# A My Domain name: letters, digits and single hyphens; "--" separates the
+# sandbox name.
+_LABEL = r"[a-z0-9]+(?:-[a-z0-9]+)*"
 _MY_DOMAIN_RE = re.compile(
     rf"^(?P<name>{_LABEL})(?P<sandbox>--{_LABEL})?"
     rf"(?:\.(?P<partition>{_PARTITIONS}))?\.my\.salesforce\.com$"

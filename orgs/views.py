@@ -10,6 +10,11 @@ from django.views.decorators.http import require_GET
 from companies.access import Capability
 from companies.decorators import require_capability
 from companies.models import AuditEvent
+from connections.selectors import (
+    latest_org_check,
+    permission_drift,
+    previous_done_check,
+)
 
 from . import selectors
 from .forms import OrgFilterForm
@@ -66,7 +71,18 @@ def org_detail(request: HttpRequest, pk: int) -> HttpResponse:
     access = request.access  # type: ignore[attr-defined]
     org = selectors.org_get(access=access, pk=pk)
     history = AuditEvent.objects.filter(org=org).order_by("-created_at", "-id")[:25]
+    check = latest_org_check(org=org)
+    previous = previous_done_check(check=check) if check else None
+    last_change = (
+        org.connection_changes.exclude(kind="reauthorize")
+        .order_by("-created_at")
+        .first()
+    )
     context = {
+        "check": check,
+        "drift": permission_drift(current=check, previous=previous) if check else [],
+        "open_change": last_change if last_change and last_change.is_open else None,
+        "last_change": last_change,
         "org": org,
         "policy": getattr(org, "backup_policy", None),
         "history": history,

@@ -252,7 +252,7 @@ HEALTH_CHECK_INTERVAL_SECONDS = envint("HEALTH_CHECK_INTERVAL_SECONDS", 3600)
 
 # Celery. The embedded default is kombu's filesystem transport, which needs
 # no server; production sets VBSF_BROKER_URL=redis://...
-CELERY_DATA_DIR = Path(envstr("CELERY_DATA_DIR", str(BASE_DIR / "var" / "celery")))
+CELERY_DATA_DIR = BASE_DIR / envstr("CELERY_DATA_DIR", "var/celery")
 CELERY_BROKER_URL = envstr("BROKER_URL", "filesystem://")
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
 if CELERY_BROKER_URL.startswith("filesystem"):
@@ -260,6 +260,7 @@ if CELERY_BROKER_URL.startswith("filesystem"):
         "data_folder_in": str(CELERY_DATA_DIR / "queue"),
         "data_folder_out": str(CELERY_DATA_DIR / "queue"),
         "processed_folder": str(CELERY_DATA_DIR / "processed"),
+        "control_folder": str(CELERY_DATA_DIR / "control"),
         "store_processed": False,
     }
 else:
@@ -277,6 +278,15 @@ CELERY_TASK_SOFT_TIME_LIMIT = envint("TASK_SOFT_TIME_LIMIT", 240)
 CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_EAGER", False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(CELERY_DATA_DIR / "beat-schedule")
+CELERY_BEAT_SCHEDULE = {
+    # Safety net for probe chains lost to a worker or broker restart.
+    "resume-connection-changes": {
+        "task": "connections.tasks.resume_connection_changes",
+        "schedule": envint("RESUME_CHANGES_SECONDS", 30),
+    },
+}
+# Benchmarks compress the activation schedule; the schedule stays the same.
+ACTIVATION_TIME_SCALE = envfloat("ACTIVATION_TIME_SCALE", 1.0)
 
 EMAIL_BACKEND = envstr(
     "EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend"

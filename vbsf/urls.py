@@ -16,6 +16,7 @@ urlpatterns = [
     path("orgs/", include("orgs.urls")),
     path("policies/", include("orgs.policy_urls")),
     path("companies/", include("companies.urls")),
+    path("", include("connections.urls")),
     path("audit/", company_views.audit_index, name="audit"),
     path("audit/export.csv", company_views.audit_export, name="audit-export"),
 ]

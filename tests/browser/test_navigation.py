@@ -26,7 +26,10 @@ ROLE_LABEL = {
 def test_each_role_sees_its_navigation(page, live_server, demo_data, username):
     sign_in(page, live_server, username)
     nav = page.get_by_role("navigation", name="Main")
-    links = {text.strip().split("\n")[0] for text in nav.get_by_role("link").all_inner_texts()}
+    links = {
+        text.strip().split("\n")[0]
+        for text in nav.get_by_role("link").all_inner_texts()
+    }
     assert {link for link in links if not link[-1].isdigit()} >= NAVIGATION[username]
     hidden = {"Companies", "Audit", "Admin"} - NAVIGATION[username]
     assert not (hidden & links)
@@ -49,8 +52,10 @@ def test_wrong_password_gets_a_clear_message(page, live_server, demo_data):
     page.get_by_label("Username").fill("admin")
     page.get_by_label("Password").fill("nope")
     page.get_by_role("button", name="Log in").click()
-    assert page.get_by_role("alert").inner_text().startswith(
-        "Please enter a correct username and password"
+    assert (
+        page.get_by_role("alert")
+        .inner_text()
+        .startswith("Please enter a correct username and password")
     )
 
 

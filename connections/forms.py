@@ -1,0 +1,165 @@
+"""Forms of the Edit Connection wizard and the policy connection section.
+
+Secrets are never part of a wizard step: the credentials form is handled
+outside formtools' storage so a consumer secret never lands in the session.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from companies.models import Company
+from orgs.models import OrgType
+
+from .models import ConnectionChange, ExternalClientApp, PermissionCheck
+
+
+class CredentialsForm(forms.Form):
+    """New external client app credentials (step 1, outside the wizard)."""
+
+    consumer_key = forms.CharField(
+        label="Consumer key",
+        max_length=255,
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
+    consumer_secret = forms.CharField(
+        label="Consumer secret",
+        max_length=255,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="Never shown again.",
+    )
+    app_name = forms.CharField(
+        label="App name",
+        max_length=80,
+        required=False,
+        help_text="How the console labels this app (optional).",
+    )
+
+
+class NewOrgCredentialsForm(CredentialsForm):
+    login_url = forms.CharField(
+        label="Organization URL",
+        max_length=255,
+        help_text="The org's My Domain URL, e.g. https://acme.my.salesforce.com",
+    )
+    org_type = forms.ChoiceField(label="Org type", choices=OrgType.choices)
+    field_order = [
+        "login_url",
+        "org_type",
+        "consumer_key",
+        "consumer_secret",
+        "app_name",
+    ]
+
+
+class ExistingAppForm(forms.Form):
+    existing_app = forms.ModelChoiceField(
+        label="External client app",
+        queryset=ExternalClientApp.objects.none(),
+        error_messages={"invalid_choice": "Pick one of the listed apps."},
+    )
+
+    def __init__(self, *args: Any, apps: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["existing_app"].queryset = apps
+
+
+class AppStepForm(forms.Form):
+    """Step 1: keep the current app, or go on with an authorized change."""
+
+    choice = forms.ChoiceField(
+        choices=[
+            ("keep", "Keep the current app"),
+            ("new", "Use a new external client app"),
+        ],
+        widget=forms.RadioSelect,
+        initial="new",
+    )
+    change = forms.IntegerField(required=False, widget=forms.HiddenInput)
+    version = forms.IntegerField(required=False, widget=forms.HiddenInput)
+
+    def __init__(self, *args: Any, wizard: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.wizard = wizard
+        if wizard.org is None:
+            self.fields["choice"].choices = [("new", "Use a new external client app")]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("choice") == "keep":
+            if self.wizard.org is None:
+                raise ValidationError("A new org needs its external client app.")
+            return data
+        change = self.wizard.open_change()
+        if change is None or data.get("change") != change.pk:
+            raise ValidationError(
+                "Enter the new app's consumer key and secret and authorize at "
+                "Salesforce before you continue."
+            )
+        if change.state != ConnectionChange.State.AUTHORIZED:
+            raise ValidationError(
+                "Authorize the new app at Salesforce before you continue."
+            )
+        return data
+
+
+class PermissionsStepForm(forms.Form):
+    """Step 2: a finished permission check whose backup permissions pass."""
+
+    check = forms.IntegerField(required=False, widget=forms.HiddenInput)
+
+    def __init__(self, *args: Any, wizard: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.wizard = wizard
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        check = self.wizard.latest_check()
+        if check is None or data.get("check") != check.pk:
+            raise ValidationError("Click “Verify permissions” before you continue.")
+        if check.state == PermissionCheck.State.RUNNING:
+            raise ValidationError("The permission check is still running.")
+        if check.state == PermissionCheck.State.FAILED:
+            raise ValidationError(f"The permission check failed: {check.error}")
+        if not check.backup_ok:
+            if check.integration_license:
+                raise ValidationError(
+                    "The connected user has a Salesforce Integration license, which "
+                    "cannot run backups. Authorize as a user with a full license."
+                )
+            labels = ", ".join(str(r["label"]) for r in check.missing_backup)
+            raise ValidationError(
+                f"Backup permissions are missing: {labels}. Grant them in Salesforce "
+                "and verify again."
+            )
+        return data
+
+
+class CompanyStepForm(forms.Form):
+    company = forms.ModelChoiceField(
+        label="Company",
+        queryset=Company.objects.none(),
+        empty_label=None,
+        error_messages={"invalid_choice": "Pick one of the companies you manage."},
+    )
+    alias = forms.CharField(
+        label="Alias",
+        max_length=80,
+        required=False,
+        help_text="Defaults to the org ID.",
+    )
+
+    def __init__(self, *args: Any, wizard: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["company"].queryset = wizard.manageable_companies()
+        if wizard.org is not None:
+            del self.fields["alias"]
+
+
+class SummaryStepForm(forms.Form):
+    def __init__(self, *args: Any, wizard: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)

@@ -1,0 +1,103 @@
+"""Reads of connection changes and permission checks."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.shortcuts import get_object_or_404
+
+from companies.access import Capability
+
+from .models import ConnectionChange, PermissionCheck
+
+if TYPE_CHECKING:
+    from companies.access import AccessProfile
+    from orgs.models import SalesforceOrg
+
+
+def open_change_for(
+    *, org: SalesforceOrg | None, user: Any, kind: str | None = None
+) -> ConnectionChange | None:
+    qs = ConnectionChange.objects.select_related("client_app").filter(
+        state__in=[
+            *ConnectionChange.OPEN_STATES,
+            ConnectionChange.State.FAILED,
+            ConnectionChange.State.EXPIRED,
+        ]
+    )
+    qs = (
+        qs.filter(org=org)
+        if org is not None
+        else qs.filter(org__isnull=True, created_by=user)
+    )
+    if kind:
+        qs = qs.filter(kind=kind)
+    else:
+        qs = qs.exclude(kind=ConnectionChange.Kind.REAUTHORIZE)
+    return qs.order_by("-created_at").first()
+
+
+def change_get(
+    *, access: AccessProfile, user: Any, pk: int, capability: Capability
+) -> ConnectionChange:
+    """A change the user may act on, else 404."""
+    change = get_object_or_404(
+        ConnectionChange.objects.select_related("org", "client_app"), pk=pk
+    )
+    if change.org_id is None:
+        allowed = change.created_by_id == user.pk and access.can(capability)
+    else:
+        allowed = access.can(capability, change.org.company_id)
+    if not allowed:
+        from django.http import Http404
+
+        raise Http404
+    return change
+
+
+def check_get(*, access: AccessProfile, user: Any, pk: int) -> PermissionCheck:
+    check = get_object_or_404(
+        PermissionCheck.objects.select_related("org", "change"), pk=pk
+    )
+    company_id = check.org.company_id if check.org_id else None
+    if company_id is None and check.change is not None and check.change.org_id:
+        company_id = check.change.org.company_id
+    if company_id is None:
+        allowed = check.change is not None and check.change.created_by_id == user.pk
+    else:
+        allowed = access.can(Capability.VIEW, company_id)
+    if not allowed:
+        from django.http import Http404
+
+        raise Http404
+    return check
+
+
+def latest_org_check(*, org: SalesforceOrg) -> PermissionCheck | None:
+    return (
+        PermissionCheck.objects.filter(org=org).order_by("-created_at", "-id").first()
+    )
+
+
+def previous_done_check(*, check: PermissionCheck) -> PermissionCheck | None:
+    return (
+        PermissionCheck.objects.filter(
+            org_id=check.org_id, state=PermissionCheck.State.DONE, pk__lt=check.pk
+        )
+        .order_by("-pk")
+        .first()
+    )
+
+
+def permission_drift(
+    *, current: PermissionCheck, previous: PermissionCheck | None
+) -> list[dict[str, Any]]:
+    """What changed since the previous check: granted ↔ missing."""
+    if previous is None or current.state != PermissionCheck.State.DONE:
+        return []
+    before = {r["key"]: r["granted"] for r in previous.results}
+    return [
+        {"label": r["label"], "now_granted": r["granted"]}
+        for r in current.results
+        if r["key"] in before and before[r["key"]] != r["granted"]
+    ]

@@ -1,0 +1,24 @@
+from django.urls import path
+
+from . import views
+
+app_name = "connections"
+
+urlpatterns = [
+    path("oauth/callback/", views.oauth_callback, name="oauth-callback"),
+    path(
+        "connections/changes/<int:change_id>/authorize/",
+        views.authorize,
+        name="authorize",
+    ),
+    path(
+        "connections/changes/<int:change_id>/status/",
+        views.change_status,
+        name="change-status",
+    ),
+    path(
+        "connections/checks/<int:check_id>/status/",
+        views.check_status,
+        name="check-status",
+    ),
+]

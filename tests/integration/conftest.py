@@ -1,0 +1,175 @@
+"""Live parts for integration tests: the simulator over HTTP and a real
+Celery worker process on the configured broker (the embedded filesystem
+broker by default, Redis in CI) and the test database."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings as django_settings
+from django.db import connection
+
+from tests.sfsim_fixture import start_simulator, stop_simulator
+from tests.simclient import Sim
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def sim_url() -> Iterator[str]:
+    process, base_url = start_simulator()
+    try:
+        yield base_url
+    finally:
+        stop_simulator(process)
+
+
+@pytest.fixture
+def sim(sim_url: str) -> Sim:
+    client = Sim(sim_url)
+    client.reset()
+    return client
+
+
+def _database_url() -> str:
+    params = connection.settings_dict
+    if params["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{params['NAME']}"
+    user = params.get("USER") or ""
+    password = f":{params['PASSWORD']}" if params.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    host = params.get("HOST") or "127.0.0.1"
+    port = params.get("PORT") or 5432
+    return f"postgres://{auth}{host}:{port}/{params['NAME']}"
+
+
+def _purge_broker() -> None:
+    from vbsf.celery import app
+
+    if django_settings.CELERY_BROKER_URL.startswith("filesystem"):
+        for key in ("data_folder_in", "processed_folder"):
+            folder = django_settings.CELERY_BROKER_TRANSPORT_OPTIONS.get(key)
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)
+                os.makedirs(folder, exist_ok=True)
+    else:
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_purge("celery")
+
+
+class Worker:
+    """A real ``celery worker`` process against the test database."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        # Lives as long as the worker process; closed by the OS at exit.
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115
+            "w+", prefix="worker-", suffix=".log", delete=False
+        )
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self, timeout: float = 60) -> None:
+        self.log.seek(0)
+        self.log.truncate()
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "vbsf",
+                "worker",
+                "--pool",
+                "threads",
+                "--concurrency",
+                "4",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited:\n{self.output()[-3000:]}")
+            if " ready." in self.output():
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"worker not ready:\n{self.output()[-3000:]}")
+
+    def output(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text()
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture(scope="session")
+def worker(
+    django_db_setup, django_db_blocker, live_server, sim_url
+) -> Iterator[Worker]:
+    env = {
+        **os.environ,
+        "VBSF_DATABASE_URL": _database_url(),
+        "VBSF_SALESFORCE_SIMULATOR_URL": sim_url,
+        "VBSF_PUBLIC_URL": live_server.url,
+        "VBSF_SALESFORCE_RETRY_BACKOFF": "0.05",
+        "VBSF_SALESFORCE_READ_TIMEOUT": "3",
+        "VBSF_SALESFORCE_CONNECT_TIMEOUT": "2",
+    }
+    with django_db_blocker.unblock():
+        _purge_broker()
+    process = Worker(env)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def stack(settings, transactional_db, live_server, sim, worker) -> Any:
+    """The console as in production: live web server, simulator, worker."""
+    settings.SALESFORCE_SIMULATOR_URL = sim.base_url
+    settings.PUBLIC_URL = live_server.url
+    settings.SALESFORCE_RETRY_BACKOFF = 0.05
+    settings.SALESFORCE_READ_TIMEOUT = 3
+    return type("Stack", (), {"sim": sim, "url": live_server.url, "worker": worker})
+
+
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.2
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := predicate():
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
