@@ -87,3 +87,7 @@ def pytest_sessionfinish(session, exitstatus):
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter and reporter.stats.get("skipped"):
             session.exitstatus = 1
+
+
+# Live processes (simulator, Celery worker) for integration and browser tests.
+from tests.live import sim, sim_url, stack, worker  # noqa: E402, F401

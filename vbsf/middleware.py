@@ -4,23 +4,31 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+
 
 # Everything the console serves comes from itself: no scripts, styles or
 # fonts from other hosts. htmx is vendored under static/.
-CONTENT_SECURITY_POLICY = "; ".join(
-    [
-        "default-src 'self'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self' data:",
-        "connect-src 'self'",
-        "form-action 'self' https:",
-        "frame-ancestors 'none'",
-        "base-uri 'none'",
-        "object-src 'none'",
-    ]
-)
+def content_security_policy() -> str:
+    # Forms post to the console only; "Authorize at Salesforce" redirects to
+    # Salesforce (https), or to the simulator in the demo and tests.
+    form_action = "'self' https:"
+    if simulator := getattr(settings, "SALESFORCE_SIMULATOR_URL", ""):
+        form_action += f" {simulator}"
+    return "; ".join(
+        [
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' data:",
+            "connect-src 'self'",
+            f"form-action {form_action}",
+            "frame-ancestors 'none'",
+            "base-uri 'none'",
+            "object-src 'none'",
+        ]
+    )
 
 
 class SecurityHeadersMiddleware:
@@ -31,7 +39,9 @@ class SecurityHeadersMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
-        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        response.headers.setdefault(
+            "Content-Security-Policy", content_security_policy()
+        )
         response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
         response.headers.setdefault("Permissions-Policy", "camera=(), microphone=()")
         if request.user.is_authenticated if hasattr(request, "user") else False:

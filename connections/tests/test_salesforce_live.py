@@ -9,6 +9,7 @@ form, "Allow Access?") is played with a plain HTTP session.
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 import time
 from collections.abc import Iterator
@@ -81,14 +82,13 @@ class World:
 def make_world(
     sim: str,
     *,
-    org_type: str = "production",
+    org: dict[str, Any] | None = None,
     permissions: list[str] | None = None,
     **app: Any,
 ) -> World:
     n = next(_names)
-    org = control(
-        sim, "POST", "/orgs", name=f"Org {n}", my_domain=f"live{n}", org_type=org_type
-    )
+    org_body = {"name": f"Org {n}", "my_domain": f"live{n}", "org_type": "production"}
+    org = control(sim, "POST", "/orgs", **(org_body | (org or {})))
     username = f"admin{n}@live{n}.example"
     user = control(
         sim,
@@ -194,7 +194,10 @@ def logged(sim: str, host: str, path_prefix: str) -> list[dict[str, Any]]:
 # --- The whole flow ---------------------------------------------------------
 
 
-def test_the_whole_connection_lifecycle(world: World) -> None:
+def test_the_whole_connection_lifecycle(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     request, callback = authorize(world)
     # The browser was sent to the simulator, under the real-looking host.
     assert request.url.startswith(
@@ -236,6 +239,7 @@ def test_the_whole_connection_lifecycle(world: World) -> None:
     )
     assert user["username"] == world.username
     assert user["is_active"] is True
+    assert user["license_name"] == "Salesforce"
 
     permissions = sf.fetch_user_permissions(
         instance_url=tokens.instance_url,
@@ -294,6 +298,10 @@ def test_the_whole_connection_lifecycle(world: World) -> None:
         )
     assert caught.value.description == "expired access/refresh token"
     assert caught.value.permanent is True
+    secrets = [tokens.access_token, tokens.refresh_token, refreshed.access_token]
+    secrets += [world.consumer_secret, callback["code"], request.code_verifier]
+    assert not [s for s in secrets if s and s in caplog.text]
+    assert "salesforce POST" in caplog.text
 
 
 def test_a_code_works_once(world: World) -> None:
@@ -550,3 +558,95 @@ def test_a_revoked_session_is_reported(sim: str, world: World) -> None:
         sf.get_limits(
             instance_url=tokens.instance_url, access_token=tokens.access_token
         )
+
+
+def test_a_sandbox_org(sim: str) -> None:
+    world = make_world(sim, org={"org_type": "sandbox", "sandbox_name": "uat"})
+    assert world.instance_host.endswith(".sandbox.my.salesforce.com")
+    tokens = connect(world)
+    # Sandbox identity URLs live on test.salesforce.com.
+    assert tokens.identity_url.startswith("https://test.salesforce.com/id/")
+    row = sf.check_org(
+        instance_url=tokens.instance_url,
+        access_token=tokens.access_token,
+        expected_org_id=world.org_id,
+    )
+    assert row["org_type"] == "sandbox"
+
+
+def test_an_app_without_the_api_scope(sim: str) -> None:
+    world = make_world(sim, scopes=["id", "refresh_token"])
+    with pytest.raises(sf.MissingScope) as caught:
+        connect(world)  # requires api and refresh_token
+    assert caught.value.missing == {"api"}
+    request, callback = authorize(world)
+    tokens = sf.exchange_code(
+        login_url=world.login_url,
+        client_id=world.consumer_key,
+        client_secret=world.consumer_secret,
+        code=callback["code"],
+        redirect_uri=CALLBACK,
+        code_verifier=request.code_verifier,
+    )
+    with pytest.raises(sf.MissingScope) as caught:
+        sf.get_limits(
+            instance_url=tokens.instance_url, access_token=tokens.access_token
+        )
+    assert caught.value.missing == {"api"}
+
+
+def test_a_user_without_api_access(sim: str) -> None:
+    world = make_world(sim, permissions=["PermissionsViewAllData"])
+    tokens = connect(world)
+    with pytest.raises(sf.PermissionMissing) as caught:
+        sf.get_limits(
+            instance_url=tokens.instance_url, access_token=tokens.access_token
+        )
+    assert caught.value.code == "API_DISABLED_FOR_ORG"
+
+
+def test_a_deactivated_user(sim: str, world: World) -> None:
+    tokens = connect(world)
+    control(sim, "POST", f"/orgs/{world.org_id}/users/{world.user_id}", active=False)
+    with pytest.raises(sf.InactiveUser):
+        sf.refresh(
+            login_url=world.login_url,
+            client_id=world.consumer_key,
+            client_secret=world.consumer_secret,
+            refresh_token=tokens.refresh_token or "",
+        )
+
+
+def test_the_daily_api_limit(sim: str, world: World) -> None:
+    tokens = connect(world)
+    path = "/services/data/v66.0/limits"
+    control(
+        sim, "POST", "/faults", kind="request_limit", host=world.instance_host, count=1
+    )
+    with pytest.raises(sf.RateLimited) as caught:
+        sf.get_limits(
+            instance_url=tokens.instance_url, access_token=tokens.access_token
+        )
+    assert caught.value.permanent is False
+    # Not blindly retried.
+    assert len(logged(sim, world.instance_host, path)) == 1
+
+
+def test_a_refresh_that_moves_the_org(sim: str, world: World) -> None:
+    tokens = connect(world)
+    login_host = urlsplit(world.login_url).hostname
+    control(sim, "POST", "/faults", kind="instance_url_change", host=login_host)
+    refreshed = sf.refresh(
+        login_url=world.login_url,
+        client_id=world.consumer_key,
+        client_secret=world.consumer_secret,
+        refresh_token=tokens.refresh_token or "",
+        expected_org_id=world.org_id,
+    )
+    assert refreshed.instance_url != tokens.instance_url
+    assert refreshed.instance_url.endswith(".my.salesforce.com")
+    sf.check_org(
+        instance_url=refreshed.instance_url,
+        access_token=refreshed.access_token,
+        expected_org_id=world.org_id,
+    )

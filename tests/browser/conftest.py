@@ -70,9 +70,10 @@ def demo_data(transactional_db, tmp_path):
     return tmp_path / "sfsim.json"
 
 
-def sign_in(page, live_server, username: str, password: str = "demo") -> None:
-    page.goto(f"{live_server.url}/login/")
+def sign_in(page, server, username: str, password: str = "demo") -> None:
+    base = server.url
+    page.goto(f"{base}/login/")
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(f"{live_server.url}/")
+    page.wait_for_url(f"{base}/")

@@ -16,9 +16,8 @@ from tests.factories import (
     ExternalClientAppFactory,
     SalesforceOrgFactory,
 )
+from tests.live import wait_for
 from tests.simclient import salesforce_login
-
-from .conftest import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""Live parts for integration tests: the simulator over HTTP and a real
+"""Live parts for integration and browser tests: the simulator over HTTP and a real
 Celery worker process on the configured broker (the embedded filesystem
 broker by default, Redis in CI) and the test database."""
 
@@ -21,7 +21,7 @@ from django.db import connection
 from tests.sfsim_fixture import start_simulator, stop_simulator
 from tests.simclient import Sim
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
