@@ -78,7 +78,7 @@ REQUIRED_PERMISSIONS: tuple[RequiredPermission, ...] = (
     ),
     RequiredPermission(
         "converted_leads",
-        "PermissionsViewAndEditConvertedLeads",
+        "PermissionsAllowViewEditConvertedLeads",
         "View and Edit Converted Leads",
         RESTORE,
         "Converted leads can only be restored with it.",

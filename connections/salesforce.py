@@ -47,7 +47,11 @@ from requests.adapters import HTTPAdapter
 from requests_oauthlib import OAuth2Session
 from urllib3 import HTTPSConnectionPool
 from urllib3.connection import HTTPSConnection
-from urllib3.exceptions import NameResolutionError, NewConnectionError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    NameResolutionError,
+    NewConnectionError,
+)
 
 from connections.salesforce_urls import (
     InvalidSalesforceId,
@@ -72,18 +76,18 @@ _ID_PATH_RE = re.compile(r"^/id/(00D[a-zA-Z0-9]{12,15})/(005[a-zA-Z0-9]{12,15})$
 _NEXT_RECORDS_RE = re.compile(r"^/services/data/v\d+\.\d+/query/[A-Za-z0-9-]+$")
 _FIELD_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _CODE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-Retry = Literal["all", "unsent", "none"]
+RetryPolicy = Literal["all", "unsent", "none"]
 
 
 # --- Errors -----------------------------------------------------------------
 
 
 class SalesforceError(Exception):
-    """Salesforce returned an unexpected error."""
+    """Base of the client's errors; ``message`` is safe to show to users."""
 
-    # Each subclass's docstring is its default user-facing message.
     code = "salesforce_error"
     permanent = False
+    default_message = "Salesforce returned an unexpected error."
 
     def __init_subclass__(cls, code: str = "", permanent: bool | None = None) -> None:
         cls.code = code or cls.code
@@ -97,7 +101,7 @@ class SalesforceError(Exception):
         permanent: bool | None = None,
         description: str = "",
     ) -> None:
-        self.message = message or " ".join((type(self).__doc__ or "").split())
+        self.message = message or self.default_message
         self.code = code or type(self).code
         self.permanent = type(self).permanent if permanent is None else permanent
         # Salesforce's short error text (error_description or REST message),
@@ -110,20 +114,22 @@ class SalesforceError(Exception):
 
 
 class CredentialsNotActive(SalesforceError, code="invalid_client_id"):
-    """Salesforce does not accept this consumer key yet. New or changed apps
-    take up to 10 minutes to activate; if this persists, check the key."""
+    default_message = (
+        "Salesforce does not accept this consumer key yet. New or changed apps "
+        "take up to 10 minutes to activate; if this persists, check the key."
+    )
 
 
 class InvalidClient(SalesforceError, code="invalid_client_id", permanent=True):
-    """Salesforce does not recognize this consumer key."""
+    default_message = "Salesforce does not recognize this consumer key."
 
 
 class InvalidClientSecret(SalesforceError, code="invalid_client", permanent=True):
-    """Salesforce rejected the consumer secret. Enter it again."""
+    default_message = "Salesforce rejected the consumer secret. Enter it again."
 
 
 class InvalidGrant(SalesforceError, code="invalid_grant", permanent=True):
-    """Salesforce no longer accepts this authorization; re-authorize."""
+    default_message = "Salesforce no longer accepts this authorization; re-authorize."
 
     def __init__(self, message: str | None = None, **kwargs: Any) -> None:
         if message is None and kwargs.get("description"):
@@ -135,30 +141,34 @@ class InvalidGrant(SalesforceError, code="invalid_grant", permanent=True):
 
 
 class InactiveUser(SalesforceError, code="inactive_user", permanent=True):
-    """The Salesforce user of this connection is inactive."""
+    default_message = "The Salesforce user of this connection is inactive."
 
 
 class InactiveOrg(SalesforceError, code="inactive_org", permanent=True):
-    """The Salesforce org is locked, closed or suspended."""
+    default_message = "The Salesforce org is locked, closed or suspended."
 
 
 class RedirectUriMismatch(
     SalesforceError, code="redirect_uri_mismatch", permanent=True
 ):
-    """The callback URL is not registered in the Salesforce app exactly as
-    the console shows it."""
+    default_message = (
+        "The callback URL is not registered in the Salesforce app exactly as "
+        "the console shows it."
+    )
 
 
 class PkceError(SalesforceError, code="invalid_request", permanent=True):
-    """Salesforce rejected the PKCE code verifier. Start the login again."""
+    default_message = (
+        "Salesforce rejected the PKCE code verifier. Start the login again."
+    )
 
 
 class AccessDenied(SalesforceError, code="access_denied", permanent=True):
-    """The authorization was cancelled at Salesforce."""
+    default_message = "The authorization was cancelled at Salesforce."
 
 
 class OrgMismatch(SalesforceError, code="org_mismatch", permanent=True):
-    """These credentials belong to another Salesforce org."""
+    default_message = "These credentials belong to another Salesforce org."
 
     def __init__(self, *, expected_org_id: str, actual_org_id: str) -> None:
         self.expected_org_id, self.actual_org_id = expected_org_id, actual_org_id
@@ -169,25 +179,25 @@ class OrgMismatch(SalesforceError, code="org_mismatch", permanent=True):
 
 
 class MissingScope(SalesforceError, code="missing_scope", permanent=True):
-    """The Salesforce app was not granted the required OAuth scopes."""
+    default_message = "The Salesforce app was not granted the required OAuth scopes."
 
     def __init__(self, missing: Iterable[str], **kwargs: Any) -> None:
         self.missing = frozenset(missing)
-        names = ", ".join(sorted(self.missing)) or "unknown"
+        names = ", ".join(sorted(self.missing))
         message = f"The Salesforce app was not granted the OAuth scopes: {names}."
-        super().__init__(message, **kwargs)
+        super().__init__(message if names else None, **kwargs)
 
 
 class PermissionMissing(SalesforceError, code="API_DISABLED_FOR_ORG", permanent=True):
-    """API access is disabled for this Salesforce org or user."""
+    default_message = "API access is disabled for this Salesforce org or user."
 
 
 class SessionInvalid(SalesforceError, code="INVALID_SESSION_ID"):
-    """The Salesforce session expired or is invalid."""
+    default_message = "The Salesforce session expired or is invalid."
 
 
 class RateLimited(SalesforceError, code="REQUEST_LIMIT_EXCEEDED"):
-    """Salesforce API limits are used up; try again later."""
+    default_message = "Salesforce API limits are used up; try again later."
 
     def __init__(self, message: str | None = None, **kwargs: Any) -> None:
         self.retry_after: float | None = kwargs.pop("retry_after", None)
@@ -195,24 +205,26 @@ class RateLimited(SalesforceError, code="REQUEST_LIMIT_EXCEEDED"):
 
 
 class HostUnreachable(SalesforceError, code="host_unreachable"):
-    """Salesforce could not be reached. Check that the org exists and that
-    its URL is right."""
+    default_message = (
+        "Salesforce could not be reached. Check that the org exists and that "
+        "its URL is right."
+    )
 
 
 class TransientError(SalesforceError, code="transient"):
-    """Salesforce is temporarily unavailable; try again shortly."""
+    default_message = "Salesforce is temporarily unavailable; try again shortly."
 
 
 class UnsafeUrl(SalesforceError, code="unsafe_url", permanent=True):
-    """The address is not an allowed Salesforce host."""
+    default_message = "The address is not an allowed Salesforce host."
 
 
 class MalformedResponse(SalesforceError, code="malformed_response"):
-    """Salesforce sent a response the console could not read."""
+    default_message = "Salesforce sent a response the console could not read."
 
 
 class InvalidQuery(SalesforceError, code="INVALID_FIELD", permanent=True):
-    """Salesforce rejected a query of the console."""
+    default_message = "Salesforce rejected a query of the console."
 
 
 # --- Results ----------------------------------------------------------------
@@ -248,6 +260,8 @@ class Identity:
 
 
 class ActivationProbe(enum.StrEnum):
+    """What :func:`probe_activation` learned about new app credentials."""
+
     ACTIVE = "active"
     NOT_ACTIVE = "not_active"
     WRONG_SECRET = "wrong_secret"
@@ -312,11 +326,16 @@ class _GuardedHTTPSConnection(HTTPSConnection):
         addresses = [str(info[4][0]) for info in infos]
         if not addresses or not all(map(is_public_address, addresses)):
             raise _BlockedAddress(self, "host resolves to a non-public address")
-        self._dns_host = addresses[0]
-        try:
-            return super()._new_conn()
-        finally:
-            self._dns_host = name
+        # Like urllib3 itself, try each address in turn; never re-resolve.
+        for address in addresses:
+            self._dns_host = address
+            try:
+                return super()._new_conn()
+            except ConnectTimeoutError as exc:  # NewConnectionError included
+                error = exc
+            finally:
+                self._dns_host = name
+        raise error
 
 
 class _GuardedHTTPSPool(HTTPSConnectionPool):
@@ -404,7 +423,7 @@ def _send(
     method: str,
     url: str,
     *,
-    retry: Retry = "all",
+    retry: RetryPolicy = "all",
     headers: dict[str, str] | None = None,
     data: dict[str, str] | None = None,
 ) -> requests.Response:
@@ -718,7 +737,7 @@ def _token_set(
 
 @sensitive_variables()
 def _token_post(
-    login_url: str, form: dict[str, str], *, retry: Retry
+    login_url: str, form: dict[str, str], *, retry: RetryPolicy
 ) -> dict[str, Any]:
     url = f"{_login_base(login_url)}/services/oauth2/token"
     headers = {"Accept": "application/json"}

@@ -8,6 +8,7 @@ poll for progress.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -350,6 +351,11 @@ def authorize(request: HttpRequest, change_id: int) -> HttpResponse:
         if change.org_id
         else reverse("orgs:add")
     )
+    requested = request.POST.get("back", "")
+    if requested.startswith("/") and url_has_allowed_host_and_scheme(
+        requested, allowed_hosts={request.get_host()}
+    ):
+        back = requested
     try:
         auth = services.connection_change_begin_authorization(change=change)
     except services.ChangeError as exc:
@@ -425,7 +431,13 @@ def change_status(request: HttpRequest, change_id: int) -> HttpResponse:
         pk=change_id,
         capability=Capability.VIEW,
     )
-    return render(request, "connections/_change_status.html", _status_context(change))
+    context = _status_context(change)
+    # The partial replaces part of another page (wizard, policy, org page):
+    # "Authorize at Salesforce" must come back to that page, not here.
+    current = urlsplit(request.headers.get("HX-Current-URL", ""))
+    if current.path.startswith("/") and current.netloc in ("", request.get_host()):
+        context["back"] = current.path
+    return render(request, "connections/_change_status.html", context)
 
 
 def _status_context(change: ConnectionChange) -> dict[str, Any]:

@@ -23,7 +23,7 @@ ALL_PERMISSIONS = [
     "PermissionsViewSetup",
     "PermissionsViewEncryptedData",
     "PermissionsModifyAllData",
-    "PermissionsViewAndEditConvertedLeads",
+    "PermissionsAllowViewEditConvertedLeads",
     "PermissionsCreateAuditFields",
     "PermissionsUpdateWithInactiveOwner",
     "PermissionsBulkApiHardDelete",

@@ -34,3 +34,29 @@ class OrgFilterForm(forms.Form):
     def __init__(self, *args: object, companies: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.fields["company"].queryset = companies
+
+
+class BackupPolicyForm(forms.ModelForm):
+    class Meta:
+        from .models import BackupPolicy
+
+        model = BackupPolicy
+        fields = ["name", "schedule", "enabled", "include_files", "retention_days"]
+        labels = {"include_files": "Back up files and attachments"}
+
+    def clean_retention_days(self) -> int:
+        days = self.cleaned_data["retention_days"]
+        if not 1 <= days <= 3650:
+            raise forms.ValidationError("Keep backups between 1 and 3650 days.")
+        return days
+
+
+class OrgSettingsForm(forms.Form):
+    alias = forms.CharField(label="Alias", max_length=80, required=False)
+    is_identity_provider = forms.BooleanField(
+        label="Console sign-in provider",
+        required=False,
+        help_text="Console users log in with Salesforce through this org's app "
+        "(its app must keep the openid scope).",
+    )
+    version = forms.IntegerField(widget=forms.HiddenInput)

@@ -192,3 +192,30 @@ def orgs_move(*, actor: Actor, orgs: list[SalesforceOrg], to_company: Company) -
         )
         moved += 1
     return moved
+
+
+@transaction.atomic
+def policy_update(
+    *, actor: Actor, policy: BackupPolicy, data: dict[str, Any]
+) -> BackupPolicy:
+    policy = (
+        BackupPolicy.objects.select_for_update().select_related("org").get(pk=policy.pk)
+    )
+    fields = ["name", "schedule", "enabled", "include_files", "retention_days"]
+    before = {f: getattr(policy, f) for f in fields}
+    for field in fields:
+        setattr(policy, field, data[field])
+    policy.full_clean()
+    after = {f: getattr(policy, f) for f in fields}
+    if before == after:
+        return policy
+    policy.save()
+    audit_record(
+        actor=actor,
+        action="policy.update",
+        org=policy.org,
+        summary=f"Updated backup policy {policy.name}",
+        before=before,
+        after=after,
+    )
+    return policy

@@ -15,6 +15,7 @@ urlpatterns = [
         connection_views.ConnectionWizard.as_view(),
         name="edit-connection",
     ),
+    path("<int:pk>/settings/", views.org_settings, name="settings"),
     path(
         "<int:pk>/verify-permissions/",
         connection_views.org_verify_permissions,

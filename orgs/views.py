@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods
 
 from companies.access import Capability
+from companies.audit import Actor
 from companies.decorators import require_capability
 from companies.models import AuditEvent
 from connections.selectors import (
@@ -17,8 +20,9 @@ from connections.selectors import (
 )
 
 from . import selectors
-from .forms import OrgFilterForm
-from .models import ConnectionStatus
+from .forms import BackupPolicyForm, OrgFilterForm, OrgSettingsForm
+from .models import BackupPolicy, ConnectionStatus
+from .services import ConcurrentChange, org_update, policy_update
 
 PAGE_SIZE = 50
 
@@ -83,6 +87,13 @@ def org_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "drift": permission_drift(current=check, previous=previous) if check else [],
         "open_change": last_change if last_change and last_change.is_open else None,
         "last_change": last_change,
+        "settings_form": OrgSettingsForm(
+            initial={
+                "alias": org.alias,
+                "is_identity_provider": org.is_identity_provider,
+                "version": org.version,
+            }
+        ),
         "org": org,
         "policy": getattr(org, "backup_policy", None),
         "history": history,
@@ -104,3 +115,120 @@ def policy_index(request: HttpRequest) -> HttpResponse:
     policies = selectors.policy_list(access=request.access)  # type: ignore[attr-defined]
     page = Paginator(policies, PAGE_SIZE).get_page(request.GET.get("page"))
     return render(request, "orgs/policy_list.html", {"page": page})
+
+
+@require_http_methods(["GET", "POST"])
+@require_capability(Capability.EDIT_CONNECTION)
+def policy_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    """Edit a backup policy; its connection section stages a client-app
+    change through the same service as Edit Connection."""
+    from connections.forms import CredentialsForm
+    from connections.selectors import open_change_for
+    from connections.services import (
+        ChangeError,
+        connection_change_apply,
+        connection_change_start,
+        permission_check_start,
+    )
+
+    access = request.access  # type: ignore[attr-defined]
+    policy = get_object_or_404(selectors.policy_list(access=access), pk=pk)
+    org = policy.org
+    if not access.can(Capability.EDIT_CONNECTION, org.company_id):
+        raise PermissionDenied
+    actor = Actor.from_request(request)
+    form = BackupPolicyForm(instance=policy)
+    credentials = CredentialsForm(prefix="credentials")
+    change = open_change_for(org=org, user=request.user)
+    if request.method == "POST":
+        try:
+            if "save_policy" in request.POST:
+                form = BackupPolicyForm(
+                    request.POST, instance=BackupPolicy.objects.get(pk=policy.pk)
+                )
+                if form.is_valid():
+                    policy_update(actor=actor, policy=policy, data=form.cleaned_data)
+                    messages.success(request, "Backup policy saved.")
+                    return redirect("policies:edit", pk=policy.pk)
+            elif "save_credentials" in request.POST:
+                credentials = CredentialsForm(request.POST, prefix="credentials")
+                if credentials.is_valid():
+                    connection_change_start(
+                        actor=actor,
+                        org=org,
+                        consumer_key=credentials.cleaned_data["consumer_key"],
+                        consumer_secret=credentials.cleaned_data["consumer_secret"],
+                        app_name=credentials.cleaned_data.get("app_name", ""),
+                    )
+                    messages.success(
+                        request,
+                        "Saved; waiting for Salesforce to activate the new app.",
+                    )
+                    return redirect("policies:edit", pk=policy.pk)
+            elif "verify_permissions" in request.POST and change is not None:
+                permission_check_start(actor=actor, change=change)
+                return redirect("policies:edit", pk=policy.pk)
+            elif "apply_change" in request.POST and change is not None:
+                check = change.permission_checks.order_by("-created_at", "-id").first()
+                if check is None or not check.backup_ok:
+                    raise ChangeError(
+                        "Verify permissions first: backup permissions must all be granted."
+                    )
+                connection_change_apply(
+                    actor=actor,
+                    change=change,
+                    company=org.company,
+                    permission_check=check,
+                )
+                messages.success(request, f"{org.label} now uses the new client app.")
+                return redirect("policies:edit", pk=policy.pk)
+        except ValidationError as exc:
+            for field, errors in exc.message_dict.items():
+                credentials.add_error(
+                    field if field in credentials.fields else None, errors
+                )
+        except (ChangeError, ConcurrentChange) as exc:
+            messages.error(request, str(exc))
+            return redirect("policies:edit", pk=policy.pk)
+    check = (
+        change.permission_checks.order_by("-created_at", "-id").first()
+        if change
+        else None
+    )
+    context = {
+        "policy": policy,
+        "org": org,
+        "form": form,
+        "credentials_form": credentials,
+        "change": change,
+        "check": check,
+    }
+    return render(request, "orgs/policy_edit.html", context)
+
+
+@require_http_methods(["POST"])
+@require_capability(Capability.EDIT_CONNECTION)
+def org_settings(request: HttpRequest, pk: int) -> HttpResponse:
+    access = request.access  # type: ignore[attr-defined]
+    org = selectors.org_get(access=access, pk=pk)
+    if not access.can(Capability.EDIT_CONNECTION, org.company_id):
+        raise PermissionDenied
+    form = OrgSettingsForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "The settings form was not valid; nothing changed.")
+        return redirect(org.get_absolute_url())
+    try:
+        org_update(
+            actor=Actor.from_request(request),
+            org=org,
+            alias=form.cleaned_data["alias"],
+            is_identity_provider=form.cleaned_data["is_identity_provider"],
+            expected_version=form.cleaned_data["version"],
+        )
+    except ConcurrentChange as exc:
+        messages.error(request, str(exc))
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, "Organization settings saved.")
+    return redirect(org.get_absolute_url())

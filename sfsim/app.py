@@ -19,8 +19,9 @@ from flask import Flask, Response, redirect, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import Map, Rule
 
-from . import control, fixture, identity, oauth, rest, setup_page, tokens
+from . import control, identity, oauth, rest, setup_page, tokens
 from .faults import DEFAULT_TIMEOUT_MS, fault_response, not_found_page
+from .fixture import load as load_fixture
 from .state import SimState
 from .web import Ctx, text_response
 
@@ -83,6 +84,11 @@ def _route(ctx: Ctx) -> Response:
     return HANDLERS[endpoint](ctx, **args)
 
 
+def _unknown_host(host: str) -> Response:
+    """What an unresolvable or retired host answers (no redirects, §6.2)."""
+    return text_response(f"sfsim: unknown host {host}", 404, "text/plain;charset=UTF-8")
+
+
 def _serve_host(
     state: SimState, host: str, path: str
 ) -> tuple[Response, Ctx | None, str]:
@@ -96,8 +102,7 @@ def _serve_host(
     if latency:
         time.sleep(latency / 1000)
     if found is None:
-        body = f"sfsim: unknown host {host}"
-        return text_response(body, 404, "text/plain;charset=UTF-8"), None, ""
+        return _unknown_host(host), None, ""
     if fault is not None:
         if fault.kind == "timeout":
             time.sleep((fault.latency_ms or DEFAULT_TIMEOUT_MS) / 1000)
@@ -105,8 +110,7 @@ def _serve_host(
     with state.lock:
         found = state.host_kind(host)  # the org may have moved while we slept
         if found is None:
-            body = f"sfsim: unknown host {host}"
-            return text_response(body, 404, "text/plain;charset=UTF-8"), None, ""
+            return _unknown_host(host), None, ""
         ctx = Ctx(state=state, host=host, kind=found[0], org=found[1], path=path)
     return _route(ctx), ctx, ""
 
@@ -117,7 +121,7 @@ def create_app(
     """Build the simulator app around `state` (new if None), seeded by `fixture`."""
     state = state if state is not None else SimState()
     if fixture is not None:
-        _load_fixture(state, fixture)
+        load_fixture(state, fixture)
     app = Flask("sfsim")
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["sfsim_state"] = state
@@ -155,7 +159,7 @@ def create_app(
     app.add_url_rule("/h/<host>/", "sf_root", serve, methods=methods)
     app.add_url_rule("/h/<host>/<path:subpath>", "sf_host", serve, methods=methods)
     app.register_blueprint(
-        control.blueprint(state, lambda data: _load_fixture(state, data))
+        control.blueprint(state, lambda data: load_fixture(state, data))
     )
     app.register_blueprint(setup_page.blueprint(state))
     app.add_url_rule("/", "index", lambda: redirect("/_sim/setup"))
@@ -167,9 +171,3 @@ def create_app(
         return resp
 
     return app
-
-
-def _load_fixture(
-    state: SimState, source: str | Path | dict[str, Any]
-) -> dict[str, int]:
-    return fixture.load(state, source)

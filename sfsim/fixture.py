@@ -98,21 +98,23 @@ def load(state: SimState, source: str | Path | dict[str, Any]) -> dict[str, int]
 
 
 def apply_config(state: SimState, data: dict[str, Any]) -> dict[str, Any]:
-    """Update the global simulator settings (``POST /_sim/config``)."""
-    unknown = set(data) - set(state.config.as_json())
-    if unknown:
-        raise v.BadInput(f"unknown config keys: {', '.join(sorted(unknown))}")
+    """Update the global simulator settings (``POST /_sim/config``).
+
+    Everything is validated before anything changes.
+    """
+    data = v.obj(data)
     with state.lock:
-        cfg = state.config
-        cfg.latency_ms = v.integer(data, "latency_ms", cfg.latency_ms) or 0
-        cfg.strict_login_hosts = v.boolean(
-            data, "strict_login_hosts", cfg.strict_login_hosts
-        )
-        for key in (
-            "session_timeout_seconds",
-            "code_ttl_seconds",
-            "id_token_ttl_seconds",
-            "api_daily_limit",
-        ):
-            setattr(cfg, key, v.integer(data, key, getattr(cfg, key), minimum=1))
-        return cfg.as_json()
+        current = state.config.as_json()
+        unknown = set(data) - set(current)
+        if unknown:
+            raise v.BadInput(f"unknown config keys: {', '.join(sorted(unknown))}")
+        updated: dict[str, Any] = {}
+        for key, value in current.items():
+            if isinstance(value, bool):
+                updated[key] = v.boolean(data, key, value)
+            else:
+                minimum = 0 if key == "latency_ms" else 1
+                updated[key] = v.integer(data, key, value, minimum=minimum)
+        for key, value in updated.items():
+            setattr(state.config, key, value)
+        return state.config.as_json()

@@ -8,6 +8,7 @@ concurrent slow requests do not serialise on it.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 import time
@@ -21,7 +22,6 @@ from .models import (
     DEFAULT_PERMISSIONS,
     DEFAULT_PROFILE,
     EDITIONS,
-    KNOWN_SCOPES,
     LICENSES,
     LOGIN_HOST,
     ORG_TYPES,
@@ -132,6 +132,9 @@ class SimState:
         org_type = v.string(data, "org_type", required=False) or "production"
         if org_type not in ORG_TYPES:
             raise BadInput(f"'org_type' must be one of {', '.join(ORG_TYPES)}")
+        # "" and null both mean "no sandbox name" (seeders write either).
+        if data.get("sandbox_name") == "":
+            data = {k: val for k, val in data.items() if k != "sandbox_name"}
         sandbox_name = v.string(data, "sandbox_name", required=False)
         if org_type == "sandbox":
             sandbox_name = (sandbox_name or "").lower()
@@ -232,26 +235,6 @@ class SimState:
 
     # -- users -------------------------------------------------------------
 
-    def _permission_sets(self, raw: Any) -> list[PermissionSet]:
-        if raw is None:
-            return []
-        if not isinstance(raw, list):
-            raise BadInput("'permission_sets' must be a list")
-        result = []
-        for item in raw:
-            item = v.obj(item, "permission set")
-            name = v.req_string(item, "name")
-            result.append(
-                PermissionSet(
-                    ps_id=ids.new_id(ids.PREFIX_PERMISSION_SET),
-                    name=name,
-                    label=v.string(item, "label", required=False) or name,
-                    permissions=v.permissions(v.str_list(item, "permissions") or []),
-                    assignment_id=ids.new_id(ids.PREFIX_PERMISSION_SET_ASSIGNMENT),
-                )
-            )
-        return result
-
     def _note_permissions(self, org: Org, user: User) -> None:
         org.extra_permission_fields |= user.effective_permissions()
 
@@ -300,7 +283,7 @@ class SimState:
                     permissions=permissions,
                     assignment_id=ids.new_id(ids.PREFIX_PERMISSION_SET_ASSIGNMENT),
                 ),
-                permission_sets=self._permission_sets(data.get("permission_sets")),
+                permission_sets=v.permission_sets(data.get("permission_sets")),
                 created_at=self.now(),
                 modified_at=self.now(),
             )
@@ -318,7 +301,7 @@ class SimState:
                 perms = v.str_list(data, "permissions") or []
                 user.profile_ps.permissions = v.permissions(perms)
             if "permission_sets" in data:
-                user.permission_sets = self._permission_sets(data["permission_sets"])
+                user.permission_sets = v.permission_sets(data["permission_sets"])
             if "license" in data:
                 license_ = v.req_string(data, "license")
                 if license_ not in LICENSES:
@@ -345,34 +328,6 @@ class SimState:
         return self.users.get(user_id) if user_id else None
 
     # -- apps --------------------------------------------------------------
-
-    def _app_settings(self, app: App, data: dict[str, Any], creating: bool) -> None:
-        scopes = v.str_list(data, "scopes", required=creating)
-        if scopes is not None:
-            unknown = [s for s in scopes if s not in KNOWN_SCOPES]
-            if unknown or not scopes:
-                raise BadInput(
-                    f"unknown scopes: {', '.join(unknown) or '(none given)'}"
-                )
-            app.scopes = list(dict.fromkeys(scopes))
-        urls = v.str_list(data, "callback_urls", required=creating)
-        if urls is not None:
-            if not urls:
-                raise BadInput("'callback_urls' must not be empty")
-            app.callback_urls = [v.callback_url(u) for u in urls]
-        for key in (
-            "require_pkce",
-            "rotate_refresh_tokens",
-            "require_secret_web_server",
-            "require_secret_refresh",
-        ):
-            setattr(app, key, v.boolean(data, key, getattr(app, key)))
-        delay = v.integer(
-            data, "activation_delay_seconds", app.activation_delay_seconds
-        )
-        app.activation_delay_seconds = delay or 0
-        if "name" in data:
-            app.name = v.req_string(data, "name")
 
     def create_app(self, org_id: str, data: dict[str, Any]) -> App:
         data = v.obj(data)
@@ -404,7 +359,7 @@ class SimState:
                 active_from=0.0,
                 created_at=self.now(),
             )
-            self._app_settings(app, data, creating=True)
+            v.app_settings(app, data, creating=True)
             app.active_from = self.now() + app.activation_delay_seconds
             self.apps[key] = app
             return app
@@ -412,10 +367,11 @@ class SimState:
     def update_app(self, consumer_key: str, data: dict[str, Any]) -> App:
         data = v.obj(data)
         with self.lock:
-            app = self.app(consumer_key)
-            self._app_settings(app, data, creating=False)
+            app = dataclasses.replace(self.app(consumer_key))
+            v.app_settings(app, data, creating=False)
             # A changed app propagates like a new one (up to 10 minutes).
             app.active_from = self.now() + app.activation_delay_seconds
+            self.apps[consumer_key] = app
             return app
 
     def rotate_secret(self, consumer_key: str) -> App:

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import ids
+from .models import KNOWN_SCOPES, App, PermissionSet
 
 PERMISSION_RE = re.compile(r"^Permissions[A-Za-z0-9]+$")
 MY_DOMAIN_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
@@ -123,3 +124,53 @@ def host_from_url(value: str) -> str:
     if not HOST_RE.match(text):
         raise BadInput(f"invalid host {value!r}")
     return text
+
+
+def permission_sets(raw: Any) -> list[PermissionSet]:
+    """Named permission sets: ``[{"name", "label"?, "permissions": [...]}]``."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise BadInput("'permission_sets' must be a list")
+    result = []
+    for item in raw:
+        item = obj(item, "permission set")
+        name = req_string(item, "name")
+        result.append(
+            PermissionSet(
+                ps_id=ids.new_id(ids.PREFIX_PERMISSION_SET),
+                name=name,
+                label=string(item, "label", required=False) or name,
+                permissions=permissions(str_list(item, "permissions") or []),
+                assignment_id=ids.new_id(ids.PREFIX_PERMISSION_SET_ASSIGNMENT),
+            )
+        )
+    return result
+
+
+def app_settings(app: App, data: dict[str, Any], creating: bool) -> None:
+    """Apply the app settings in `data` to `app` (scopes and callbacks are
+    required when creating).  Callers pass a copy when updating, so a bad
+    update leaves the real app untouched."""
+    scopes = str_list(data, "scopes", required=creating)
+    if scopes is not None:
+        unknown = [s for s in scopes if s not in KNOWN_SCOPES]
+        if unknown or not scopes:
+            raise BadInput(f"unknown scopes: {', '.join(unknown) or '(none given)'}")
+        app.scopes = list(dict.fromkeys(scopes))
+    urls = str_list(data, "callback_urls", required=creating)
+    if urls is not None:
+        if not urls:
+            raise BadInput("'callback_urls' must not be empty")
+        app.callback_urls = [callback_url(u) for u in urls]
+    for key in (
+        "require_pkce",
+        "rotate_refresh_tokens",
+        "require_secret_web_server",
+        "require_secret_refresh",
+    ):
+        setattr(app, key, boolean(data, key, getattr(app, key)))
+    delay = integer(data, "activation_delay_seconds", app.activation_delay_seconds)
+    app.activation_delay_seconds = delay or 0
+    if "name" in data:
+        app.name = req_string(data, "name")

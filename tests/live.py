@@ -136,7 +136,7 @@ def worker(
     django_db_setup, django_db_blocker, live_server, sim_url
 ) -> Iterator[Worker]:
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"},
         "VBSF_DATABASE_URL": _database_url(),
         "VBSF_SALESFORCE_SIMULATOR_URL": sim_url,
         "VBSF_PUBLIC_URL": live_server.url,

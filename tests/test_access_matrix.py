@@ -28,6 +28,15 @@ GET_RULES: dict[str, set[str] | str] = {
     "companies:delete": "post-only",
     "audit": ADMIN_ONLY,
     "audit-export": ADMIN_ONLY,
+    "orgs:add": ADMIN_ONLY,
+    "orgs:edit-connection": ADMIN_ONLY,
+    "orgs:settings": "post-only",
+    "orgs:verify-permissions": "post-only",
+    "policies:edit": ADMIN_ONLY,
+    "connections:authorize": "post-only",
+    "connections:oauth-callback": "callback",
+    "connections:change-status": ALL,
+    "connections:check-status": ALL,
 }
 
 
@@ -57,8 +66,24 @@ def test_every_url_has_an_access_rule():
 def _url_for(name: str, world) -> str:
     from django.urls import reverse
 
+    from connections.models import ConnectionChange, PermissionCheck
+
+    change = ConnectionChange.objects.create(
+        kind="edit",
+        org=world.acme_org,
+        client_app=world.acme_org.client_app,
+        login_url=world.acme_org.login_url,
+    )
+    check = PermissionCheck.objects.create(org=world.acme_org)
     kwargs = {
         "orgs:detail": {"pk": world.acme_org.pk},
+        "orgs:edit-connection": {"pk": world.acme_org.pk},
+        "orgs:settings": {"pk": world.acme_org.pk},
+        "orgs:verify-permissions": {"pk": world.acme_org.pk},
+        "policies:edit": {"pk": world.acme_org.backup_policy.pk},
+        "connections:authorize": {"change_id": change.pk},
+        "connections:change-status": {"change_id": change.pk},
+        "connections:check-status": {"check_id": check.pk},
         "companies:detail": {"pk": world.acme.pk},
         "companies:move-orgs": {"pk": world.acme.pk},
         "companies:delete": {"pk": world.acme.pk},
@@ -77,6 +102,9 @@ def test_role_can_get_exactly_what_spec_allows(world, role, name):
         assert response.status_code == (302 if name == "login" else 200)
     elif rule == "post-only":
         assert response.status_code == 405
+    elif rule == "callback":
+        # Without a state this browser started, the callback refuses.
+        assert response.status_code == 403
     elif role in rule:
         assert response.status_code == 200, url
     else:
@@ -89,7 +117,7 @@ def test_anonymous_users_are_sent_to_sign_in(world, client, name):
     response = client.get(_url_for(name, world))
     if rule == "public":
         assert response.status_code == 200
-    elif rule == "post-only":
+    elif rule in ("post-only", "callback"):
         assert response.status_code in (302, 405)
     else:
         assert response.status_code == 302

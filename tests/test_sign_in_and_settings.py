@@ -56,7 +56,11 @@ def test_login_is_throttled_after_repeated_failures(world, client, settings):
 
 
 def _run_settings(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("VBSF_")}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("VBSF_") and k != "DJANGO_ALLOW_ASYNC_UNSAFE"
+    }
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=ROOT,

@@ -944,17 +944,32 @@ def test_hosts_resolving_to_private_addresses_are_refused(
 
 def test_public_addresses_are_connected_to_directly() -> None:
     with (
-        mock.patch("socket.getaddrinfo", side_effect=_addrinfo("8.8.4.4")),
+        mock.patch("socket.getaddrinfo", side_effect=_addrinfo("8.8.4.4", "8.8.8.8")),
         mock.patch(
             "urllib3.util.connection.create_connection",
             side_effect=ConnectionRefusedError(),
         ) as connect,
-        pytest.raises(sf.HostUnreachable),
+        pytest.raises(sf.HostUnreachable) as caught,
     ):
         sf.list_api_versions(instance_url=INSTANCE)
-    # The validated address is used, so DNS cannot change in between.
+    # The validated addresses are used, each in turn, so DNS cannot change
+    # in between; then the whole request is retried.
+    targets = [c.args[0] for c in connect.call_args_list]
+    assert targets == [("8.8.4.4", 443), ("8.8.8.8", 443)] * 3
+    assert caught.value.code == "refused"
+
+
+def test_tls_still_verifies_the_host_name() -> None:
+    """The socket goes to the checked IP; TLS (SNI and certificate) keeps
+    using the host name."""
+    conn = sf._GuardedHTTPSConnection("acme.my.salesforce.com", 443)
+    with (
+        mock.patch("socket.getaddrinfo", side_effect=_addrinfo("8.8.4.4")),
+        mock.patch("urllib3.util.connection.create_connection") as connect,
+    ):
+        conn._new_conn()
     assert connect.call_args.args[0] == ("8.8.4.4", 443)
-    assert connect.call_count == 3
+    assert conn.host == "acme.my.salesforce.com"
 
 
 def test_the_address_check_is_off_for_the_simulator(sf_settings: Any) -> None:

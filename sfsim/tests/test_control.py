@@ -304,3 +304,15 @@ def test_state_is_shared_with_the_app() -> None:
     client = create_app(state).test_client()
     client.post("/_sim/orgs", json={"name": "A", "my_domain": "a"})
     assert len(state.orgs) == 1
+
+
+def test_a_bad_app_update_changes_nothing(sim: Sim, world: World) -> None:
+    before = sim.ctl("GET", "/apps")["apps"][0]
+    sim.ctl(
+        "POST", f"/apps/{world.key}", {"scopes": ["api"], "callback_urls": ["x"]}, 400
+    )
+    assert sim.ctl("GET", "/apps")["apps"][0] == before
+    changed = sim.ctl(
+        "POST", f"/apps/{world.key}", {"callback_urls": ["https://n.example/cb"]}
+    )
+    assert changed["callback_urls"] == ["https://n.example/cb"]
