@@ -264,6 +264,11 @@ def connection_change_probe(*, change_id: int, attempt: int) -> str:
         logger.info(
             "activation probe %s of change %s: %s", attempt, change_id, exc.code
         )
+        ConnectionChange.objects.filter(pk=change_id).update(
+            failure_code=exc.code[:40],
+            failure_message="Salesforce did not answer the last check "
+            f"({exc.code.replace('_', ' ')}); the console keeps trying.",
+        )
         result = None
     except (salesforce.SalesforceError, encryption.SecretUnavailable) as exc:
         _fail(change_id, getattr(exc, "code", "error"), _message(exc))
@@ -396,7 +401,7 @@ def connection_change_begin_authorization(
 ) -> salesforce.AuthorizationRequest:
     """Build the Salesforce login URL (state, PKCE S256) for an active change."""
     change = (
-        ConnectionChange.objects.select_for_update()
+        ConnectionChange.objects.select_for_update(of=("self",))
         .select_related("client_app", "org")
         .get(pk=change.pk)
     )
@@ -467,7 +472,7 @@ def connection_change_exchange(*, change_id: int) -> str:
     """
     with transaction.atomic():
         change = (
-            ConnectionChange.objects.select_for_update()
+            ConnectionChange.objects.select_for_update(of=("self",))
             .select_related("client_app", "org")
             .get(pk=change_id)
         )
@@ -752,7 +757,7 @@ def connection_change_apply(
     otherwise ``ConcurrentChange`` and nothing is applied.
     """
     change = (
-        ConnectionChange.objects.select_for_update()
+        ConnectionChange.objects.select_for_update(of=("self",))
         .select_related("client_app")
         .get(pk=change.pk)
     )
@@ -786,7 +791,7 @@ def connection_change_apply(
         change.org = org
     else:
         org = (
-            SalesforceOrg.objects.select_for_update()
+            SalesforceOrg.objects.select_for_update(of=("self",))
             .select_related("company", "client_app")
             .get(pk=change.org_id)
         )

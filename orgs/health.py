@@ -18,7 +18,7 @@ def org_access_token(*, org_id: int) -> salesforce.TokenSet:
     """
     with transaction.atomic():
         org = (
-            SalesforceOrg.objects.select_for_update()
+            SalesforceOrg.objects.select_for_update(of=("self",))
             .select_related("client_app")
             .get(pk=org_id)
         )

@@ -126,7 +126,7 @@ def org_create(
 
 def _locked(org: SalesforceOrg, expected_version: int | None) -> SalesforceOrg:
     current = (
-        SalesforceOrg.objects.select_for_update()
+        SalesforceOrg.objects.select_for_update(of=("self",))
         .select_related("company", "client_app")
         .get(pk=org.pk)
     )
@@ -199,7 +199,9 @@ def policy_update(
     *, actor: Actor, policy: BackupPolicy, data: dict[str, Any]
 ) -> BackupPolicy:
     policy = (
-        BackupPolicy.objects.select_for_update().select_related("org").get(pk=policy.pk)
+        BackupPolicy.objects.select_for_update(of=("self",))
+        .select_related("org")
+        .get(pk=policy.pk)
     )
     fields = ["name", "schedule", "enabled", "include_files", "retention_days"]
     before = {f: getattr(policy, f) for f in fields}
