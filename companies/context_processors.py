@@ -16,6 +16,14 @@ def access(request: HttpRequest) -> dict[str, object]:
         "admin": settings.ADMIN_ENABLED
         and profile.is_administrator
         and request.user.is_staff,
-        "queue": False,  # the operator queue arrives with re-authorization
+        "queue": profile.can(Capability.RUN_CHECKS),
     }
+    if nav["queue"]:
+        from orgs.selectors import orgs_needing_attention
+
+        nav["queue_count"] = (
+            orgs_needing_attention(access=profile)
+            .filter(profile.company_q(Capability.RUN_CHECKS))
+            .count()
+        )
     return {"access": profile, "nav": nav}

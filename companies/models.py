@@ -146,3 +146,30 @@ class AuditEvent(models.Model):
 
     def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
         raise ValidationError("Audit events cannot be deleted.")
+
+
+class Incident(models.Model):
+    """Orgs of a company failing: one alert when it opens, one when it
+    closes, whatever the number of orgs and checks in between."""
+
+    company = models.ForeignKey(
+        Company, on_delete=models.CASCADE, related_name="incidents"
+    )
+    opened_at = models.DateTimeField(auto_now_add=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    failing_orgs = models.JSONField(default=list, blank=True)
+    opened_notified_at = models.DateTimeField(null=True, blank=True)
+    closed_notified_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-opened_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["company"],
+                condition=models.Q(closed_at__isnull=True),
+                name="one_open_incident_per_company",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Incident at {self.company} since {self.opened_at:%Y-%m-%d %H:%M}"

@@ -30,6 +30,14 @@ class LoginView(auth_views.LoginView):
     authentication_form = ThrottledAuthenticationForm
     redirect_authenticated_user = True
 
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        from connections.signin import identity_provider_org
+
+        context = super().get_context_data(**kwargs)
+        # "Log in with Salesforce" only when an org is the sign-in provider.
+        context["salesforce_signin"] = identity_provider_org() is not None
+        return context
+
 
 def _require(
     request: HttpRequest, capability: Capability, company_id: int | None = None

@@ -15,6 +15,8 @@ ENCRYPTED_FIELDS: list[tuple[str, str]] = [
     ("connections.ConnectionChange", "code_encrypted"),
     ("connections.ConnectionChange", "new_refresh_token_encrypted"),
     ("connections.ConnectionChange", "old_refresh_token_encrypted"),
+    ("connections.SignInAttempt", "code_verifier_encrypted"),
+    ("connections.SignInAttempt", "code_encrypted"),
 ]
 
 

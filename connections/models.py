@@ -106,6 +106,7 @@ class ConnectionChange(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
     )
+    created_from = models.GenericIPAddressField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     started_version = models.PositiveIntegerField(default=0)
@@ -135,6 +136,9 @@ class ConnectionChange(models.Model):
     new_org_id = models.CharField(max_length=18, blank=True)
     new_user_id = models.CharField(max_length=18, blank=True)
     new_username = models.CharField(max_length=255, blank=True)
+    # For re-authorization: who the org ran as before, to tell when someone
+    # logged in as another Salesforce user.
+    previous_username = models.CharField(max_length=255, blank=True)
     granted_scopes = models.JSONField(default=list, blank=True)
     authorized_at = models.DateTimeField(null=True, blank=True)
 
@@ -248,3 +252,62 @@ class PermissionCheck(models.Model):
         from .permissions import INTEGRATION_LICENSE
 
         return self.license_name == INTEGRATION_LICENSE
+
+
+class SalesforceIdentityLink(models.Model):
+    """A console user who may sign in as this Salesforce user (SPEC §6).
+
+    Linked by an Administrator; unknown Salesforce users are refused.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="salesforce_identities",
+    )
+    org = models.ForeignKey(
+        "orgs.SalesforceOrg", on_delete=models.CASCADE, related_name="identity_links"
+    )
+    salesforce_user_id = models.CharField("Salesforce user ID", max_length=18)
+    salesforce_username = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["org", "salesforce_user_id"], name="one_link_per_sf_user"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} ↔ {self.salesforce_username or self.salesforce_user_id}"
+
+
+class SignInAttempt(models.Model):
+    """One "Log in with Salesforce": the code is exchanged by a task and the
+    browser, polling, is signed in when the task has matched a linked user."""
+
+    class State(models.TextChoices):
+        STARTED = "started", "Started"
+        EXCHANGING = "exchanging", "Checking with Salesforce"
+        SUCCEEDED = "succeeded", "Signed in"
+        REFUSED = "refused", "Refused"
+
+    org = models.ForeignKey(
+        "orgs.SalesforceOrg", on_delete=models.CASCADE, related_name="+"
+    )
+    state = models.CharField(
+        max_length=12, choices=State.choices, default=State.STARTED
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    code_verifier_encrypted = models.TextField(blank=True, editable=False)
+    code_encrypted = models.TextField(blank=True, editable=False)
+    nonce = models.CharField(max_length=64, blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, related_name="+"
+    )
+    message = models.CharField(max_length=300, blank=True)
+    consumed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"Sign-in attempt {self.pk} ({self.get_state_display()})"

@@ -876,6 +876,15 @@ def userinfo(*, login_url: str, access_token: str) -> dict[str, Any]:
     return _get(url, access_token=access_token, kind=dict)  # type: ignore[no-any-return]
 
 
+def fetch_jwks(*, login_url: str) -> dict[str, Any]:
+    """Return the JWKS that verifies the login host's id_tokens (``/id/keys``)."""
+    url = f"{_login_base(login_url)}/id/keys"
+    jwks = _get(url, kind=dict)
+    if not isinstance(jwks.get("keys"), list):
+        raise MalformedResponse()
+    return jwks  # type: ignore[no-any-return]
+
+
 def _data_url(instance_url: str) -> str:
     version = _setting("SALESFORCE_API_VERSION", "66.0")
     return f"{_api_url(instance_url, what='instance URL')}/services/data/v{version}"

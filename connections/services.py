@@ -208,6 +208,7 @@ def connection_change_start(
         org=org,
         company=company if org is None else org.company,
         created_by=actor.user if actor.user and actor.user.is_authenticated else None,
+        created_from=actor.ip_address,
         started_version=org.version if org else 0,
         client_app=app,
         login_url=login_url,

@@ -56,3 +56,6 @@ def revoke_old_token(*, change_id: int) -> None:
 @shared_task(ignore_result=True)
 def resume_connection_changes() -> None:
     services.connection_changes_resume()
+
+
+from .signin import exchange_signin_code  # noqa: E402, F401

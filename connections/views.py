@@ -337,15 +337,21 @@ class ConnectionWizard(SessionWizardView):
 
 
 @require_POST
-@require_capability(Capability.EDIT_CONNECTION)
+@require_capability(Capability.VIEW)
 def authorize(request: HttpRequest, change_id: int) -> HttpResponse:
-    """Send the admin to the Salesforce login for this change."""
+    """Send the user to the Salesforce login for this change."""
+    access = request.access  # type: ignore[attr-defined]
     change = selectors.change_get(
-        access=request.access,  # type: ignore[attr-defined]
-        user=request.user,
-        pk=change_id,
-        capability=Capability.EDIT_CONNECTION,
+        access=access, user=request.user, pk=change_id, capability=Capability.VIEW
     )
+    needed = (
+        Capability.REAUTHORIZE
+        if change.kind == ConnectionChange.Kind.REAUTHORIZE
+        else Capability.EDIT_CONNECTION
+    )
+    company_id = change.org.company_id if change.org_id else None
+    if not access.can(needed, company_id):
+        raise PermissionDenied
     back = (
         reverse("orgs:edit-connection", args=[change.org_id])
         if change.org_id
@@ -361,8 +367,11 @@ def authorize(request: HttpRequest, change_id: int) -> HttpResponse:
     except services.ChangeError as exc:
         messages.error(request, str(exc))
         return redirect(back)
+    purpose = (
+        "reauthorize" if change.kind == ConnectionChange.Kind.REAUTHORIZE else "change"
+    )
     oauth_flows.remember(
-        request, state=auth.state, purpose="change", change=change.pk, back=back
+        request, state=auth.state, purpose=purpose, change=change.pk, back=back
     )
     return HttpResponseRedirect(auth.url)
 

@@ -60,3 +60,28 @@ class OrgSettingsForm(forms.Form):
         "(its app must keep the openid scope).",
     )
     version = forms.IntegerField(widget=forms.HiddenInput)
+
+
+class OrgUrlForm(forms.Form):
+    new_url = forms.CharField(
+        label="Organization URL",
+        max_length=255,
+        help_text="The org's My Domain URL, as Salesforce Setup → My Domain shows it.",
+        widget=forms.TextInput(attrs={"inputmode": "url", "spellcheck": "false"}),
+    )
+
+
+class QueueSelectionForm(forms.Form):
+    orgs = forms.TypedMultipleChoiceField(
+        coerce=int,
+        choices=[],
+        required=True,
+        error_messages={"required": "Select at least one org."},
+    )
+
+    def __init__(self, *args: object, org_ids: list[int], **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.fields["orgs"].choices = [(pk, pk) for pk in org_ids]
+        self.fields["orgs"].error_messages["invalid_choice"] = (
+            "Some selected orgs are not in your queue any more."
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.urls import reverse
@@ -218,3 +219,35 @@ class BackupPolicy(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("orgs:policy-edit", args=[self.pk])
+
+
+class UrlVerification(models.Model):
+    """Edit organization URL: the new URL is checked by a task, with the
+    org's tokens, before anything is saved."""
+
+    class State(models.TextChoices):
+        RUNNING = "running", "Checking"
+        SUCCEEDED = "succeeded", "Applied"
+        FAILED = "failed", "Refused"
+
+    org = models.ForeignKey(
+        SalesforceOrg, on_delete=models.CASCADE, related_name="url_verifications"
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    requested_from = models.GenericIPAddressField(null=True, blank=True)
+    new_url = models.URLField(max_length=255)
+    state = models.CharField(
+        max_length=10, choices=State.choices, default=State.RUNNING
+    )
+    message = models.CharField(max_length=500, blank=True)
+    started_version = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.org} → {self.new_url} ({self.get_state_display()})"

@@ -221,3 +221,49 @@ def policy_update(
         after=after,
     )
     return policy
+
+
+@transaction.atomic
+def org_url_verification_start(
+    *, actor: Actor, org: SalesforceOrg, new_url: str
+) -> Any:
+    """Edit organization URL: validate, then let a task prove the URL before
+    anything is saved."""
+    from .models import UrlVerification
+    from .tasks import verify_org_url
+
+    try:
+        normalized = normalize_org_url(new_url)
+    except InvalidSalesforceUrl as exc:
+        raise ValidationError({"new_url": str(exc)}) from None
+    org = _locked(org, None)
+    if normalized == org.login_url and org.status != ConnectionStatus.URL_CHANGED:
+        raise ValidationError({"new_url": "That is already the org's URL."})
+    if org.url_verifications.filter(state=UrlVerification.State.RUNNING).exists():
+        raise ValidationError(
+            {"new_url": "A check of a new URL is already running for this org."}
+        )
+    verification = UrlVerification.objects.create(
+        org=org,
+        requested_by=actor.user if actor.user and actor.user.is_authenticated else None,
+        requested_from=actor.ip_address,
+        new_url=normalized,
+        started_version=org.version,
+    )
+    transaction.on_commit(
+        lambda: verify_org_url.apply_async(kwargs={"verification_id": verification.pk})
+    )
+    return verification
+
+
+def orgs_check_now(*, org_ids: list[int]) -> int:
+    """Queue health checks for these orgs (the operator's "Check again")."""
+    from .tasks import check_org_health
+
+    for org_id in org_ids:
+        transaction.on_commit(
+            lambda org_id=org_id: check_org_health.apply_async(
+                kwargs={"org_id": org_id}
+            )
+        )
+    return len(org_ids)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
@@ -20,9 +20,21 @@ from connections.selectors import (
 )
 
 from . import selectors
-from .forms import BackupPolicyForm, OrgFilterForm, OrgSettingsForm
+from .forms import (
+    BackupPolicyForm,
+    OrgFilterForm,
+    OrgSettingsForm,
+    OrgUrlForm,
+    QueueSelectionForm,
+)
 from .models import BackupPolicy, ConnectionStatus
-from .services import ConcurrentChange, org_update, policy_update
+from .services import (
+    ConcurrentChange,
+    org_update,
+    org_url_verification_start,
+    orgs_check_now,
+    policy_update,
+)
 
 PAGE_SIZE = 50
 
@@ -82,11 +94,20 @@ def org_detail(request: HttpRequest, pk: int) -> HttpResponse:
         .order_by("-created_at")
         .first()
     )
+    reauthorization = (
+        org.connection_changes.filter(kind="reauthorize")
+        .order_by("-created_at")
+        .first()
+    )
     context = {
         "check": check,
         "drift": permission_drift(current=check, previous=previous) if check else [],
         "open_change": last_change if last_change and last_change.is_open else None,
         "last_change": last_change,
+        "reauthorization": reauthorization,
+        "url_verification": org.url_verifications.order_by(
+            "-created_at", "-id"
+        ).first(),
         "settings_form": OrgSettingsForm(
             initial={
                 "alias": org.alias,
@@ -104,6 +125,7 @@ def org_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "verify_permissions": access.can(
                 Capability.VERIFY_PERMISSIONS, org.company_id
             ),
+            "run_checks": access.can(Capability.RUN_CHECKS, org.company_id),
         },
     }
     return render(request, "orgs/detail.html", context)
@@ -232,3 +254,116 @@ def org_settings(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         messages.success(request, "Organization settings saved.")
     return redirect(org.get_absolute_url())
+
+
+@require_http_methods(["POST"])
+@require_capability(Capability.REAUTHORIZE)
+def org_reauthorize(request: HttpRequest, pk: int) -> HttpResponse:
+    """Re-authorize connection: straight to the Salesforce login."""
+    from connections import oauth_flows
+    from connections.reauthorization import reauthorization_start
+    from connections.services import ChangeError
+
+    access = request.access  # type: ignore[attr-defined]
+    org = selectors.org_get(access=access, pk=pk)
+    if not access.can(Capability.REAUTHORIZE, org.company_id):
+        raise PermissionDenied
+    try:
+        change, auth = reauthorization_start(actor=Actor.from_request(request), org=org)
+    except ChangeError as exc:
+        messages.error(request, str(exc))
+        return redirect(org.get_absolute_url())
+    oauth_flows.remember(
+        request,
+        state=auth.state,
+        purpose="reauthorize",
+        change=change.pk,
+        back=org.get_absolute_url(),
+    )
+    return HttpResponseRedirect(auth.url)
+
+
+@require_http_methods(["GET", "POST"])
+@require_capability(Capability.EDIT_ORG_URL)
+def org_edit_url(request: HttpRequest, pk: int) -> HttpResponse:
+    """Edit organization URL: checked by a task before it is saved."""
+    access = request.access  # type: ignore[attr-defined]
+    org = selectors.org_get(access=access, pk=pk)
+    if not access.can(Capability.EDIT_ORG_URL, org.company_id):
+        raise PermissionDenied
+    form = OrgUrlForm(
+        request.POST or None, initial={"new_url": org.suggested_url or org.login_url}
+    )
+    if request.method == "POST" and form.is_valid():
+        try:
+            org_url_verification_start(
+                actor=Actor.from_request(request),
+                org=org,
+                new_url=form.cleaned_data["new_url"],
+            )
+        except ValidationError as exc:
+            form.add_error("new_url", exc.message_dict.get("new_url", exc.messages))
+        else:
+            messages.info(request, "Checking the new URL with Salesforce…")
+            return redirect("orgs:edit-url", pk=org.pk)
+    latest = org.url_verifications.order_by("-created_at", "-id").first()
+    return render(
+        request,
+        "orgs/edit_url.html",
+        {"org": org, "form": form, "verification": latest},
+    )
+
+
+@require_GET
+@require_capability(Capability.VIEW)
+def url_verification_status(
+    request: HttpRequest, pk: int, verification_id: int
+) -> HttpResponse:
+    org = selectors.org_get(access=request.access, pk=pk)  # type: ignore[attr-defined]
+    verification = get_object_or_404(org.url_verifications, pk=verification_id)
+    return render(
+        request,
+        "orgs/_url_verification.html",
+        {"org": org, "verification": verification},
+    )
+
+
+@require_http_methods(["POST"])
+@require_capability(Capability.RUN_CHECKS)
+def org_check_now(request: HttpRequest, pk: int) -> HttpResponse:
+    access = request.access  # type: ignore[attr-defined]
+    org = selectors.org_get(access=access, pk=pk)
+    if not access.can(Capability.RUN_CHECKS, org.company_id):
+        raise PermissionDenied
+    orgs_check_now(org_ids=[org.pk])
+    messages.info(request, "Checking the connection with Salesforce…")
+    return redirect(org.get_absolute_url())
+
+
+@require_http_methods(["GET", "POST"])
+@require_capability(Capability.RUN_CHECKS)
+def operator_queue(request: HttpRequest) -> HttpResponse:
+    """Orgs that need a person, oldest first, each with its fixing button."""
+    access = request.access  # type: ignore[attr-defined]
+    orgs = selectors.orgs_needing_attention(access=access).filter(
+        access.company_q(Capability.RUN_CHECKS)
+    )
+    if request.method == "POST":
+        form = QueueSelectionForm(request.POST, org_ids=[o.pk for o in orgs])
+        if form.is_valid():
+            count = orgs_check_now(org_ids=form.cleaned_data["orgs"])
+            messages.success(
+                request, f"Checking {count} org{'s' if count != 1 else ''} again."
+            )
+        else:
+            for error in form.errors.get("orgs", []):
+                messages.error(request, error)
+        return redirect("orgs:queue")
+    page = Paginator(orgs, PAGE_SIZE).get_page(request.GET.get("page"))
+    context = {
+        "page": page,
+        "can_reauthorize": access.can(Capability.REAUTHORIZE),
+        "can_edit_url": access.can(Capability.EDIT_ORG_URL),
+        "can_verify": access.can(Capability.VERIFY_PERMISSIONS),
+    }
+    return render(request, "orgs/queue.html", context)

@@ -22,6 +22,8 @@ from tests.sfsim_fixture import start_simulator, stop_simulator
 from tests.simclient import Sim
 
 ROOT = Path(__file__).resolve().parents[1]
+# The worker writes emails here, so tests can read what contacts received.
+EMAIL_DIR = Path(tempfile.gettempdir()) / f"vbsf-test-mail-{os.getpid()}"
 
 
 @pytest.fixture(scope="session")
@@ -143,6 +145,9 @@ def worker(
         "VBSF_SALESFORCE_RETRY_BACKOFF": "0.05",
         "VBSF_SALESFORCE_READ_TIMEOUT": "3",
         "VBSF_SALESFORCE_CONNECT_TIMEOUT": "2",
+        "VBSF_HEALTH_RETRY_BACKOFF_SECONDS": "0.2",
+        "VBSF_EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+        "VBSF_EMAIL_FILE_PATH": str(EMAIL_DIR),
     }
     with django_db_blocker.unblock():
         _purge_broker()

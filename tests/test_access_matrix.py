@@ -37,6 +37,11 @@ GET_RULES: dict[str, set[str] | str] = {
     "connections:oauth-callback": "callback",
     "connections:change-status": ALL,
     "connections:check-status": ALL,
+    "orgs:queue": {"administrator", "operator", "support"},
+    "orgs:reauthorize": "post-only",
+    "orgs:edit-url": {"administrator", "support"},
+    "orgs:url-status": ALL,
+    "orgs:check": "post-only",
 }
 
 
@@ -75,10 +80,22 @@ def _url_for(name: str, world) -> str:
         login_url=world.acme_org.login_url,
     )
     check = PermissionCheck.objects.create(org=world.acme_org)
+    from orgs.models import UrlVerification
+
+    verification = UrlVerification.objects.create(
+        org=world.acme_org, new_url="https://new.my.salesforce.com"
+    )
     kwargs = {
         "orgs:detail": {"pk": world.acme_org.pk},
         "orgs:edit-connection": {"pk": world.acme_org.pk},
         "orgs:settings": {"pk": world.acme_org.pk},
+        "orgs:reauthorize": {"pk": world.acme_org.pk},
+        "orgs:edit-url": {"pk": world.acme_org.pk},
+        "orgs:check": {"pk": world.acme_org.pk},
+        "orgs:url-status": {
+            "pk": world.acme_org.pk,
+            "verification_id": verification.pk,
+        },
         "orgs:verify-permissions": {"pk": world.acme_org.pk},
         "policies:edit": {"pk": world.acme_org.backup_policy.pk},
         "connections:authorize": {"change_id": change.pk},

@@ -249,6 +249,7 @@ SALESFORCE_RETRY_BACKOFF = envfloat("SALESFORCE_RETRY_BACKOFF", 0.5)
 ACTIVATION_WINDOW_SECONDS = envint("ACTIVATION_WINDOW_SECONDS", 600)
 ACTIVATION_MARGIN_SECONDS = envint("ACTIVATION_MARGIN_SECONDS", 300)
 HEALTH_CHECK_INTERVAL_SECONDS = envint("HEALTH_CHECK_INTERVAL_SECONDS", 3600)
+HEALTH_RETRY_BACKOFF_SECONDS = envfloat("HEALTH_RETRY_BACKOFF_SECONDS", 5.0)
 
 # Celery. The embedded default is kombu's filesystem transport, which needs
 # no server; production sets VBSF_BROKER_URL=redis://...
@@ -284,6 +285,14 @@ CELERY_BEAT_SCHEDULE = {
         "task": "connections.tasks.resume_connection_changes",
         "schedule": envint("RESUME_CHANGES_SECONDS", 30),
     },
+    "check-all-orgs": {
+        "task": "orgs.tasks.check_all_orgs",
+        "schedule": HEALTH_CHECK_INTERVAL_SECONDS,
+    },
+    "alert-digests": {
+        "task": "companies.tasks.send_alert_digests",
+        "schedule": envint("ALERT_DIGEST_SECONDS", 300),
+    },
 }
 # Benchmarks compress the activation schedule; the schedule stays the same.
 ACTIVATION_TIME_SCALE = envfloat("ACTIVATION_TIME_SCALE", 1.0)
@@ -292,6 +301,7 @@ EMAIL_BACKEND = envstr(
     "EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend"
 )
 DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "console@vbsf.invalid")
+EMAIL_FILE_PATH = envstr("EMAIL_FILE_PATH", str(BASE_DIR / "var" / "mail"))
 
 LOGGING = {
     "version": 1,

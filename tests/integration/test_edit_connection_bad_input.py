@@ -63,8 +63,14 @@ def env(db, settings, sim_url):
     return type(
         "Env",
         (),
-        {"sim": sim, "org": org, "created": created, "old_token": tokens["refresh_token"],
-         "client": client, "admin": admin},
+        {
+            "sim": sim,
+            "org": org,
+            "created": created,
+            "old_token": tokens["refresh_token"],
+            "client": client,
+            "admin": admin,
+        },
     )
 
 
@@ -133,8 +139,10 @@ def test_a_key_that_never_activates_expires_and_keeps_the_old_connection(env):
 def test_wrong_secret_is_reported_after_one_probe(env):
     app = env.sim.create_app(env.created["org_id"], CALLBACK)
     change = services.connection_change_start(
-        actor=Actor(user=env.admin), org=env.org,
-        consumer_key=app["consumer_key"], consumer_secret="wrong-secret-1234",
+        actor=Actor(user=env.admin),
+        org=env.org,
+        consumer_key=app["consumer_key"],
+        consumer_secret="wrong-secret-1234",
     )
     assert services.connection_change_probe(change_id=change.pk, attempt=0) == (
         "wrong_secret"
@@ -154,8 +162,10 @@ def test_the_key_of_another_orgs_app_is_refused(env):
     other = SalesforceOrgFactory(alias="other-org")
     with pytest.raises(ValidationError) as caught:
         services.connection_change_start(
-            actor=Actor(user=env.admin), org=env.org,
-            consumer_key=other.client_app.consumer_key, consumer_secret="whatever-123",
+            actor=Actor(user=env.admin),
+            org=env.org,
+            consumer_key=other.client_app.consumer_key,
+            consumer_secret="whatever-123",
         )
     assert "belongs to the app of other-org" in str(caught.value)
     assert not ConnectionChange.objects.exists()
@@ -168,14 +178,21 @@ def test_the_key_of_another_orgs_app_is_refused(env):
         ("3MVG9 has spaces in it and more", "secret-123", "Paste the consumer key"),
         ("3MVG9" + "a" * 30, "sp ace s", "Paste the consumer secret"),
         ("3MVG9" + "a" * 30, "x" * 300, "at most 255 characters"),
-        ("3MVG9" + "a" * 30 + "\u0000", "secret-123", "Null characters are not allowed"),
+        (
+            "3MVG9" + "a" * 30 + "\u0000",
+            "secret-123",
+            "Null characters are not allowed",
+        ),
     ],
 )
 def test_malformed_credentials_get_a_clear_message(env, key, secret, message):
     response = env.client.post(
         f"/orgs/{env.org.pk}/edit-connection/",
-        {"credentials-consumer_key": key, "credentials-consumer_secret": secret,
-         "save_credentials": "1"},
+        {
+            "credentials-consumer_key": key,
+            "credentials-consumer_secret": secret,
+            "save_credentials": "1",
+        },
     )
     assert response.status_code == 200
     assert message in response.content.decode()
@@ -207,12 +224,21 @@ def test_callback_state_must_come_from_this_session(env):
     # Another signed-in browser cannot use this session's state.
     stranger = Client()
     stranger.force_login(env.admin)
-    assert stranger.get("/oauth/callback/", {"code": code, "state": state}).status_code == 403
+    assert (
+        stranger.get("/oauth/callback/", {"code": code, "state": state}).status_code
+        == 403
+    )
     change.refresh_from_db()
     assert change.state == "active" and change.code_encrypted == ""
     # The real one works once; a replay is refused.
-    assert env.client.get("/oauth/callback/", {"code": code, "state": state}).status_code == 302
-    assert env.client.get("/oauth/callback/", {"code": code, "state": state}).status_code == 403
+    assert (
+        env.client.get("/oauth/callback/", {"code": code, "state": state}).status_code
+        == 302
+    )
+    assert (
+        env.client.get("/oauth/callback/", {"code": code, "state": state}).status_code
+        == 403
+    )
     assert _token_calls(env.sim) == []  # the exchange runs in a task, never here
 
 
@@ -232,11 +258,16 @@ def test_expired_state_is_refused(env):
 
 def test_a_user_who_denies_access_gets_a_clear_message(env):
     change, authorize_url = _authorize_in_browser_session(env, env.client)
-    callback = salesforce_login(authorize_url, "old@acme.example", "sf-password", "Deny")
+    callback = salesforce_login(
+        authorize_url, "old@acme.example", "sf-password", "Deny"
+    )
     query = parse_qs(urlsplit(callback).query)
     assert query["error"] == ["access_denied"]
     response = env.client.get("/oauth/callback/", query, follow=True)
-    assert "Access was denied at Salesforce, so nothing changed" in response.content.decode()
+    assert (
+        "Access was denied at Salesforce, so nothing changed"
+        in response.content.decode()
+    )
     change.refresh_from_db()
     assert change.state == "active" and not change.new_refresh_token_encrypted
 
@@ -251,13 +282,16 @@ def test_a_503_during_the_exchange_gets_a_clear_message(env):
     assert change.state == "active"
     assert "did not answer while completing the sign-in" in change.failure_message
     assert change.code_encrypted == ""  # codes are single-use: never kept
-    assert SalesforceOrg.objects.get(pk=env.org.pk).client_app_id == env.org.client_app_id
+    assert (
+        SalesforceOrg.objects.get(pk=env.org.pk).client_app_id == env.org.client_app_id
+    )
 
 
 def test_timeouts_while_probing_are_retried_with_a_message(env):
     change, _ = _start(env)
-    env.sim.fault(kind="timeout", path_prefix="/services/oauth2/token", count=3,
-                  latency_ms=3000)
+    env.sim.fault(
+        kind="timeout", path_prefix="/services/oauth2/token", count=3, latency_ms=3000
+    )
     assert services.connection_change_probe(change_id=change.pk, attempt=0) == "waiting"
     change.refresh_from_db()
     assert change.state == "awaiting_activation"
@@ -303,8 +337,10 @@ def _authorize_in_browser_session_without_openid(env):
         env.created["org_id"], CALLBACK, scopes=["api", "refresh_token", "id"]
     )
     change = services.connection_change_start(
-        actor=Actor(user=env.admin), org=env.org,
-        consumer_key=app["consumer_key"], consumer_secret=app["consumer_secret"],
+        actor=Actor(user=env.admin),
+        org=env.org,
+        consumer_key=app["consumer_key"],
+        consumer_secret=app["consumer_secret"],
     )
     services.connection_change_probe(change_id=change.pk, attempt=0)
     response = env.client.post(f"/connections/changes/{change.pk}/authorize/")

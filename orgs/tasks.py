@@ -1,0 +1,62 @@
+"""Celery tasks for orgs: thin, idempotent, IDs only."""
+
+from __future__ import annotations
+
+import random
+
+from celery import shared_task
+from django.conf import settings
+
+from . import health
+
+MAX_HEALTH_RETRIES = 3
+
+
+def _backoff(retries: int) -> float:
+    # Exponential backoff with full jitter, so a Salesforce outage does not
+    # bring every org back at the same second.
+    base = settings.HEALTH_RETRY_BACKOFF_SECONDS
+    return random.uniform(base, min(300, base * 2 ** (retries + 1)))
+
+
+@shared_task(
+    bind=True, ignore_result=True, acks_late=True, max_retries=MAX_HEALTH_RETRIES
+)
+def check_org_health(self, *, org_id: int) -> None:
+    try:
+        health.org_health_check(org_id=org_id)
+    except health.TRANSIENT as exc:
+        if self.request.retries >= self.max_retries:
+            health.org_health_failed(
+                org_id=org_id, exc=exc, attempts=self.request.retries + 1
+            )
+            return
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from None
+
+
+@shared_task(ignore_result=True)
+def check_all_orgs(*, spread: bool = True) -> int:
+    """Beat: queue a check of every org, spread over the interval so the
+    fleet is not checked in one burst; the worker's concurrency bounds how
+    many run at once."""
+    org_ids = health.health_check_targets()
+    window = settings.HEALTH_CHECK_INTERVAL_SECONDS * 0.8 if spread else 0
+    step = window / max(1, len(org_ids))
+    for index, org_id in enumerate(org_ids):
+        check_org_health.apply_async(
+            kwargs={"org_id": org_id}, countdown=index * step, expires=window + 600
+        )
+    return len(org_ids)
+
+
+@shared_task(bind=True, ignore_result=True, acks_late=True, max_retries=3)
+def verify_org_url(self, *, verification_id: int) -> None:
+    try:
+        health.url_verification_run(verification_id=verification_id)
+    except health.TRANSIENT as exc:
+        if self.request.retries >= self.max_retries:
+            health.url_verification_gave_up(verification_id=verification_id, exc=exc)
+            return
+        raise self.retry(
+            exc=exc, countdown=_backoff(self.request.retries) / 5
+        ) from None
