@@ -390,7 +390,19 @@ def connection_changes_resume() -> int:
     ).exclude(code_encrypted=""):
         _tasks().exchange_code.apply_async(kwargs={"change_id": change.pk})
         resumed += 1
-    return resumed
+    # An exchange interrupted after the single-use code was spent cannot be
+    # repeated: the change goes back to "active" so the user authorizes again.
+    interrupted = ConnectionChange.objects.filter(
+        state=State.EXCHANGING,
+        code_encrypted="",
+        updated_at__lt=timezone.now() - timedelta(minutes=2),
+    ).update(
+        state=State.ACTIVE,
+        failure_code="interrupted",
+        failure_message="The sign-in was interrupted before it completed; nothing "
+        "was changed. Authorize again.",
+    )
+    return resumed + interrupted
 
 
 # --- authorization ----------------------------------------------------------

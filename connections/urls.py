@@ -1,4 +1,3 @@
-from django.contrib.auth.decorators import login_not_required
 from django.urls import path
 
 from . import signin, views
@@ -6,13 +5,7 @@ from . import signin, views
 app_name = "connections"
 
 urlpatterns = [
-    # Log in with Salesforce comes back here before anyone is signed in: the
-    # state bound to the browser session, not a sign-in, authorises it.
-    path(
-        "oauth/callback/",
-        login_not_required(views.oauth_callback),
-        name="oauth-callback",
-    ),
+    path("oauth/callback/", views.oauth_callback, name="oauth-callback"),
     path("login/salesforce/", signin.signin_start, name="signin-start"),
     path(
         "login/salesforce/wait/<int:attempt_id>/",

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.contrib import messages
+from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -376,11 +377,16 @@ def authorize(request: HttpRequest, change_id: int) -> HttpResponse:
     return HttpResponseRedirect(auth.url)
 
 
+# Log in with Salesforce comes back here before anyone is signed in: the
+# state bound to the browser session, not a sign-in, authorises the request.
+@login_not_required
 @require_GET
 def oauth_callback(request: HttpRequest) -> HttpResponse:
     """The one callback URL for every org. Hands the code to a task."""
     flow = oauth_flows.take(request, request.GET.get("state", ""))
-    if flow is None:
+    if flow is None or (
+        flow.get("purpose") != "signin" and not request.user.is_authenticated
+    ):
         return render(
             request,
             "connections/callback_refused.html",

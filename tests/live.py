@@ -146,6 +146,8 @@ def worker(
         "VBSF_SALESFORCE_READ_TIMEOUT": "3",
         "VBSF_SALESFORCE_CONNECT_TIMEOUT": "2",
         "VBSF_HEALTH_RETRY_BACKOFF_SECONDS": "0.2",
+        # The worker's queue folder is this test run's, not its own pid's.
+        "VBSF_CELERY_DATA_DIR": str(django_settings.CELERY_DATA_DIR),
         "VBSF_EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
         "VBSF_EMAIL_FILE_PATH": str(EMAIL_DIR),
     }
@@ -157,6 +159,8 @@ def worker(
         yield process
     finally:
         process.stop()
+        if django_settings.CELERY_BROKER_URL.startswith("filesystem"):
+            shutil.rmtree(django_settings.CELERY_DATA_DIR, ignore_errors=True)
 
 
 @pytest.fixture

@@ -42,6 +42,10 @@ GET_RULES: dict[str, set[str] | str] = {
     "orgs:edit-url": {"administrator", "support"},
     "orgs:url-status": ALL,
     "orgs:check": "post-only",
+    # Sign-in with Salesforce: 404 while no org is the sign-in provider, as
+    # in this fixture; tested with one in tests/integration.
+    "connections:signin-start": "no-provider",
+    "connections:signin-wait": "no-provider",
 }
 
 
@@ -101,6 +105,7 @@ def _url_for(name: str, world) -> str:
         "connections:authorize": {"change_id": change.pk},
         "connections:change-status": {"change_id": change.pk},
         "connections:check-status": {"check_id": check.pk},
+        "connections:signin-wait": {"attempt_id": 1},
         "companies:detail": {"pk": world.acme.pk},
         "companies:move-orgs": {"pk": world.acme.pk},
         "companies:delete": {"pk": world.acme.pk},
@@ -122,6 +127,8 @@ def test_role_can_get_exactly_what_spec_allows(world, role, name):
     elif rule == "callback":
         # Without a state this browser started, the callback refuses.
         assert response.status_code == 403
+    elif rule == "no-provider":
+        assert response.status_code == 404
     elif role in rule:
         assert response.status_code == 200, url
     else:
@@ -134,8 +141,12 @@ def test_anonymous_users_are_sent_to_sign_in(world, client, name):
     response = client.get(_url_for(name, world))
     if rule == "public":
         assert response.status_code == 200
-    elif rule in ("post-only", "callback"):
+    elif rule == "post-only":
         assert response.status_code in (302, 405)
+    elif rule == "callback":
+        assert response.status_code == 403  # no state from this browser
+    elif rule == "no-provider":
+        assert response.status_code == 404
     else:
         assert response.status_code == 302
         assert response["Location"].startswith("/login/")
@@ -174,6 +185,8 @@ ADMIN_PAGES = [
     "/admin/orgs/backuppolicy/",
     "/admin/auth/user/",
     "/admin/auth/group/",
+    "/admin/connections/salesforceidentitylink/",
+    "/admin/connections/signinattempt/",
 ]
 
 

@@ -155,7 +155,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
     # Tests run a real worker in another process, so the test database must
     # be a file that both can open (an in-memory one would be private).
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / "test.sqlite3")}
+    # One file per test run, so two runs on one machine do not collide.
+    DATABASES["default"]["TEST"] = {
+        "NAME": str(BASE_DIR / "var" / f"test-{os.getpid()}.sqlite3")
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -253,7 +256,10 @@ HEALTH_RETRY_BACKOFF_SECONDS = envfloat("HEALTH_RETRY_BACKOFF_SECONDS", 5.0)
 
 # Celery. The embedded default is kombu's filesystem transport, which needs
 # no server; production sets VBSF_BROKER_URL=redis://...
-CELERY_DATA_DIR = BASE_DIR / envstr("CELERY_DATA_DIR", "var/celery")
+CELERY_DATA_DIR = BASE_DIR / envstr(
+    "CELERY_DATA_DIR",
+    f"var/test-celery-{os.getpid()}" if TESTING else "var/celery",
+)
 CELERY_BROKER_URL = envstr("BROKER_URL", "filesystem://")
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
 if CELERY_BROKER_URL.startswith("filesystem"):

@@ -6,51 +6,118 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('connections', '0002_connectionchange_permissioncheck_and_more'),
-        ('orgs', '0002_urlverification'),
+        ("connections", "0002_connectionchange_permissioncheck_and_more"),
+        ("orgs", "0002_urlverification"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='connectionchange',
-            name='created_from',
+            model_name="connectionchange",
+            name="created_from",
             field=models.GenericIPAddressField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='connectionchange',
-            name='previous_username',
+            model_name="connectionchange",
+            name="previous_username",
             field=models.CharField(blank=True, max_length=255),
         ),
         migrations.CreateModel(
-            name='SignInAttempt',
+            name="SignInAttempt",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('state', models.CharField(choices=[('started', 'Started'), ('exchanging', 'Checking with Salesforce'), ('succeeded', 'Signed in'), ('refused', 'Refused')], default='started', max_length=12)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('code_verifier_encrypted', models.TextField(blank=True, editable=False)),
-                ('code_encrypted', models.TextField(blank=True, editable=False)),
-                ('nonce', models.CharField(blank=True, max_length=64)),
-                ('message', models.CharField(blank=True, max_length=300)),
-                ('consumed_at', models.DateTimeField(blank=True, null=True)),
-                ('org', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='orgs.salesforceorg')),
-                ('user', models.ForeignKey(null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("started", "Started"),
+                            ("exchanging", "Checking with Salesforce"),
+                            ("succeeded", "Signed in"),
+                            ("refused", "Refused"),
+                        ],
+                        default="started",
+                        max_length=12,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "code_verifier_encrypted",
+                    models.TextField(blank=True, editable=False),
+                ),
+                ("code_encrypted", models.TextField(blank=True, editable=False)),
+                ("nonce", models.CharField(blank=True, max_length=64)),
+                ("message", models.CharField(blank=True, max_length=300)),
+                ("consumed_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "org",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="orgs.salesforceorg",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='SalesforceIdentityLink',
+            name="SalesforceIdentityLink",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('salesforce_user_id', models.CharField(max_length=18, verbose_name='Salesforce user ID')),
-                ('salesforce_username', models.CharField(blank=True, max_length=255)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('org', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='identity_links', to='orgs.salesforceorg')),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='salesforce_identities', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                (
+                    "salesforce_user_id",
+                    models.CharField(max_length=18, verbose_name="Salesforce user ID"),
+                ),
+                ("salesforce_username", models.CharField(blank=True, max_length=255)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "org",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="identity_links",
+                        to="orgs.salesforceorg",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="salesforce_identities",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('org', 'salesforce_user_id'), name='one_link_per_sf_user')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("org", "salesforce_user_id"),
+                        name="one_link_per_sf_user",
+                    )
+                ],
             },
         ),
     ]

@@ -151,7 +151,7 @@ def test_operator_reauthorizes_as_another_salesforce_user(stack):
 
 
 def test_reauthorizing_into_another_org_changes_nothing(stack):
-    org, created, _, old_token = _org(stack, "mine")
+    org, _created, _, old_token = _org(stack, "mine")
     other = stack.sim.create_org("theirs")
     stack.sim.create_user(other["org_id"], "x@theirs.example")
     client = _client("operator", org.company)
