@@ -221,3 +221,48 @@ def test_lists_show_only_the_users_companies(world):
     assert "acme-prod" in body and "globex-prod" not in body
     body = world.client_for("administrator").get("/orgs/").content.decode()
     assert "acme-prod" in body and "globex-prod" in body
+
+
+ORG_ACTIONS = {
+    # url name: roles allowed to POST
+    "orgs:reauthorize": {"administrator", "operator"},
+    "orgs:edit-url": {"administrator", "support"},
+    "orgs:check": {"administrator", "operator", "support"},
+    "orgs:verify-permissions": {"administrator", "operator"},
+    "orgs:settings": {"administrator"},
+}
+
+
+@pytest.mark.parametrize("role", sorted(ALL))
+@pytest.mark.parametrize("name", sorted(ORG_ACTIONS))
+def test_org_actions_refuse_roles_that_may_not_take_them(world, role, name):
+    from django.urls import reverse
+
+    from companies.models import AuditEvent
+    from connections.models import ConnectionChange, PermissionCheck
+    from orgs.models import UrlVerification
+
+    url = reverse(name, kwargs={"pk": world.acme_org.pk})
+    before = (
+        AuditEvent.objects.count(),
+        ConnectionChange.objects.count(),
+        PermissionCheck.objects.count(),
+        UrlVerification.objects.count(),
+    )
+    response = world.client_for(role).post(url, {})
+    if role in ORG_ACTIONS[name]:
+        assert response.status_code in (200, 302)
+    else:
+        assert response.status_code == 403
+        after = (
+            AuditEvent.objects.count(),
+            ConnectionChange.objects.count(),
+            PermissionCheck.objects.count(),
+            UrlVerification.objects.count(),
+        )
+        assert after == before
+    # Another company's org does not exist for anyone but Administrators.
+    other = reverse(name, kwargs={"pk": world.globex_org.pk})
+    expected = 404 if role != "administrator" else None
+    if expected:
+        assert world.client_for(role).post(other, {}).status_code in (403, 404)
