@@ -26,4 +26,7 @@ def access(request: HttpRequest) -> dict[str, object]:
             .filter(profile.company_q(Capability.RUN_CHECKS))
             .count()
         )
+    match = getattr(request, "resolver_match", None)
+    nav["section"] = (match.namespace or match.url_name or "") if match else ""
+    nav["page"] = (match.url_name or "") if match else ""
     return {"access": profile, "nav": nav}

@@ -11,6 +11,8 @@ from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 
+from vbsf.forms import IdChoiceField, IdMultipleChoiceField
+
 from .models import Company
 
 
@@ -79,14 +81,14 @@ class CompanyForm(forms.ModelForm):
 class MoveOrgsForm(forms.Form):
     """Move orgs of one company to another company the user manages."""
 
-    to_company = forms.ModelChoiceField(
+    to_company = IdChoiceField(
         queryset=Company.objects.none(),
         label="Move to company",
         error_messages={
             "invalid_choice": "Pick one of the listed companies.",
         },
     )
-    orgs = forms.ModelMultipleChoiceField(
+    orgs = IdMultipleChoiceField(
         queryset=None,
         label="Organizations",
         widget=forms.CheckboxSelectMultiple,

@@ -6,7 +6,7 @@ app_name = "companies"
 
 urlpatterns = [
     path("", views.company_index, name="list"),
-    path("<int:pk>/", views.company_detail, name="detail"),
-    path("<int:pk>/move-orgs/", views.company_move_orgs, name="move-orgs"),
-    path("<int:pk>/delete/", views.company_remove, name="delete"),
+    path("<id:pk>/", views.company_detail, name="detail"),
+    path("<id:pk>/move-orgs/", views.company_move_orgs, name="move-orgs"),
+    path("<id:pk>/delete/", views.company_remove, name="delete"),
 ]

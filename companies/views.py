@@ -16,6 +16,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
+from vbsf.forms import parse_id
+
 from .access import Capability
 from .audit import Actor
 from .decorators import require_capability
@@ -158,7 +160,7 @@ def _audit_filters(request: HttpRequest) -> dict[str, Any]:
     return {
         "action": request.GET.get("action", "").strip()[:64],
         "actor": request.GET.get("actor", "").strip()[:150],
-        "company_id": int(company) if company.isdigit() else None,
+        "company_id": parse_id(company),
         "org": request.GET.get("org", "").strip()[:80],
     }
 

@@ -13,6 +13,7 @@ from django.core.exceptions import ValidationError
 
 from companies.models import Company
 from orgs.models import OrgType
+from vbsf.forms import IdChoiceField
 
 from .models import ConnectionChange, ExternalClientApp, PermissionCheck
 
@@ -57,7 +58,7 @@ class NewOrgCredentialsForm(CredentialsForm):
 
 
 class ExistingAppForm(forms.Form):
-    existing_app = forms.ModelChoiceField(
+    existing_app = IdChoiceField(
         label="External client app",
         queryset=ExternalClientApp.objects.none(),
         error_messages={"invalid_choice": "Pick one of the listed apps."},
@@ -79,8 +80,12 @@ class AppStepForm(forms.Form):
         widget=forms.RadioSelect,
         initial="new",
     )
-    change = forms.IntegerField(required=False, widget=forms.HiddenInput)
-    version = forms.IntegerField(required=False, widget=forms.HiddenInput)
+    change = forms.IntegerField(
+        required=False, widget=forms.HiddenInput, min_value=1, max_value=2**63 - 1
+    )
+    version = forms.IntegerField(
+        required=False, widget=forms.HiddenInput, min_value=0, max_value=2**31
+    )
 
     def __init__(self, *args: Any, wizard: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -110,7 +115,9 @@ class AppStepForm(forms.Form):
 class PermissionsStepForm(forms.Form):
     """Step 2: a finished permission check whose backup permissions pass."""
 
-    check = forms.IntegerField(required=False, widget=forms.HiddenInput)
+    check = forms.IntegerField(
+        required=False, widget=forms.HiddenInput, min_value=1, max_value=2**63 - 1
+    )
 
     def __init__(self, *args: Any, wizard: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -140,7 +147,7 @@ class PermissionsStepForm(forms.Form):
 
 
 class CompanyStepForm(forms.Form):
-    company = forms.ModelChoiceField(
+    company = IdChoiceField(
         label="Company",
         queryset=Company.objects.none(),
         empty_label=None,

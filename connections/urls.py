@@ -8,22 +8,22 @@ urlpatterns = [
     path("oauth/callback/", views.oauth_callback, name="oauth-callback"),
     path("login/salesforce/", signin.signin_start, name="signin-start"),
     path(
-        "login/salesforce/wait/<int:attempt_id>/",
+        "login/salesforce/wait/<id:attempt_id>/",
         signin.signin_wait,
         name="signin-wait",
     ),
     path(
-        "connections/changes/<int:change_id>/authorize/",
+        "connections/changes/<id:change_id>/authorize/",
         views.authorize,
         name="authorize",
     ),
     path(
-        "connections/changes/<int:change_id>/status/",
+        "connections/changes/<id:change_id>/status/",
         views.change_status,
         name="change-status",
     ),
     path(
-        "connections/checks/<int:check_id>/status/",
+        "connections/checks/<id:check_id>/status/",
         views.check_status,
         name="check-status",
     ),

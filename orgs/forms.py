@@ -5,6 +5,7 @@ from __future__ import annotations
 from django import forms
 
 from companies.models import Company
+from vbsf.forms import IdChoiceField
 
 from .models import ConnectionStatus
 
@@ -23,7 +24,7 @@ class OrgFilterForm(forms.Form):
         choices=[("", "All statuses"), *ConnectionStatus.choices],
         label="Status",
     )
-    company = forms.ModelChoiceField(
+    company = IdChoiceField(
         required=False,
         queryset=Company.objects.none(),
         empty_label="All companies",
@@ -59,7 +60,7 @@ class OrgSettingsForm(forms.Form):
         help_text="Console users log in with Salesforce through this org's app "
         "(its app must keep the openid scope).",
     )
-    version = forms.IntegerField(widget=forms.HiddenInput)
+    version = forms.IntegerField(widget=forms.HiddenInput, min_value=0, max_value=2**31)
 
 
 class OrgUrlForm(forms.Form):

@@ -6,5 +6,5 @@ app_name = "policies"
 
 urlpatterns = [
     path("", views.policy_index, name="list"),
-    path("<int:pk>/edit/", views.policy_edit, name="edit"),
+    path("<id:pk>/edit/", views.policy_edit, name="edit"),
 ]

@@ -69,6 +69,7 @@ class Sim:
         scopes: list[str] | None = None,
         activation_delay_seconds: int = 0,
         rotate_refresh_tokens: bool = False,
+        **extra: Any,
     ) -> dict[str, str]:
         return self.post(
             f"/orgs/{org_id}/apps",
@@ -80,6 +81,7 @@ class Sim:
                 "activation_delay_seconds": activation_delay_seconds,
                 "require_pkce": True,
                 "rotate_refresh_tokens": rotate_refresh_tokens,
+                **extra,
             },
         )
 

@@ -1,0 +1,13 @@
+"""URL converters: IDs are bounded so a huge number is a 404, not an error."""
+
+from __future__ import annotations
+
+
+class IdConverter:
+    regex = "[0-9]{1,18}"
+
+    def to_python(self, value: str) -> int:
+        return int(value)
+
+    def to_url(self, value: int) -> str:
+        return str(value)
