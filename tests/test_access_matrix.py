@@ -119,6 +119,11 @@ def test_role_can_get_exactly_what_spec_allows(world, role, name):
     rule = GET_RULES[name]
     url = _url_for(name, world)
     response = world.client_for(role).get(url)
+    # Security headers on every response, whatever the status.
+    assert "frame-ancestors 'none'" in response["Content-Security-Policy"]
+    assert response["X-Frame-Options"] == "DENY"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["Referrer-Policy"] == "same-origin"
     if rule == "public":
         # Signed-in users are sent on from the sign-in page.
         assert response.status_code == (302 if name == "login" else 200)
