@@ -146,6 +146,7 @@ class ConnectionChange(models.Model):
     # revoked at Salesforce.
     old_refresh_token_encrypted = models.TextField(blank=True, editable=False)
     old_token_revoked_at = models.DateTimeField(null=True, blank=True)
+    revoke_attempts = models.PositiveIntegerField(default=0)
 
     failure_code = models.CharField(max_length=40, blank=True)
     failure_message = models.CharField(max_length=500, blank=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -84,12 +83,15 @@ def required_scopes_for(org: SalesforceOrg | None) -> tuple[str, ...]:
 
 
 def _enqueue(task: Any, **kwargs: Any) -> None:
-    transaction.on_commit(lambda: task.apply_async(kwargs=kwargs))
+    # robust: a broker outage after commit must not turn a saved change into
+    # an error page; beat's safety net (connection_changes_resume) resends.
+    transaction.on_commit(lambda: task.apply_async(kwargs=kwargs), robust=True)
 
 
 def _enqueue_later(task: Any, countdown: float, **kwargs: Any) -> None:
     transaction.on_commit(
-        lambda: task.apply_async(kwargs=kwargs, countdown=max(0.0, countdown))
+        lambda: task.apply_async(kwargs=kwargs, countdown=max(0.0, countdown)),
+        robust=True,
     )
 
 
@@ -353,13 +355,27 @@ def connection_change_expire(*, change_id: int) -> None:
     change.state = State.EXPIRED
     change.next_probe_at = None
     change.finished_at = timezone.now()
+    silent = change.failure_code in (
+        "transient",
+        "host_unreachable",
+        "REQUEST_LIMIT_EXCEEDED",
+        "malformed_response",
+    ) or change.failure_code.startswith("http_")
     change.failure_code = "not_activated"
     change.failure_message = (
-        "Salesforce did not accept the new consumer key within "
-        f"{settings.ACTIVATION_WINDOW_SECONDS // 60} minutes. Check that the key "
-        "was copied completely, that OAuth is enabled in the app and that the "
-        "app is installed or enabled in this org. The org keeps its current "
-        "connection."
+        (
+            "Salesforce did not answer the activation checks during the "
+            f"{settings.ACTIVATION_WINDOW_SECONDS // 60}-minute window, so the change "
+            "expired. The org keeps its current connection; try again later."
+        )
+        if silent
+        else (
+            "Salesforce did not accept the new consumer key within "
+            f"{settings.ACTIVATION_WINDOW_SECONDS // 60} minutes. Check that the key "
+            "was copied completely, that OAuth is enabled in the app and that the "
+            "app is installed or enabled in this org. The org keeps its current "
+            "connection."
+        )
     )
     change.save()
     audit_record(
@@ -402,7 +418,48 @@ def connection_changes_resume() -> int:
         failure_message="The sign-in was interrupted before it completed; nothing "
         "was changed. Authorize again.",
     )
-    return resumed + interrupted
+    # A check whose worker died mid-way would poll forever: end it.
+    stuck_checks = PermissionCheck.objects.filter(
+        state=PermissionCheck.State.RUNNING,
+        created_at__lt=timezone.now() - timedelta(minutes=10),
+    ).update(
+        state=PermissionCheck.State.FAILED,
+        error="The check was interrupted; verify permissions again.",
+        finished_at=timezone.now(),
+    )
+    return resumed + interrupted + stuck_checks + _resend_lost_revokes()
+
+
+MAX_REVOKE_ATTEMPTS = 10
+
+
+def _resend_lost_revokes() -> int:
+    """Old refresh tokens whose revoke message was lost are revoked again;
+    after MAX_REVOKE_ATTEMPTS the admin is told to revoke it in Setup."""
+    due = ConnectionChange.objects.filter(
+        finished_at__lt=timezone.now() - timedelta(minutes=5),
+        old_token_revoked_at__isnull=True,
+        revoke_attempts__lt=MAX_REVOKE_ATTEMPTS,
+    ).exclude(old_refresh_token_encrypted="")
+    resent = 0
+    for change in due:
+        attempts = change.revoke_attempts + 1
+        ConnectionChange.objects.filter(pk=change.pk).update(revoke_attempts=attempts)
+        if attempts >= MAX_REVOKE_ATTEMPTS:
+            with transaction.atomic():
+                audit_record(
+                    actor=Actor.system(),
+                    action="connection_change.revoke_failed",
+                    org=change.org,
+                    company=change.company,
+                    outcome="failure",
+                    summary="The replaced refresh token could not be revoked at "
+                    "Salesforce: revoke it in Setup → Connected Apps OAuth Usage.",
+                )
+            continue
+        _tasks().revoke_old_token.apply_async(kwargs={"change_id": change.pk})
+        resent += 1
+    return resent
 
 
 # --- authorization ----------------------------------------------------------
@@ -495,7 +552,10 @@ def connection_change_exchange(*, change_id: int) -> str:
         verifier = change.get_secret("code_verifier")
         change.code_encrypted = ""
         change.code_verifier_encrypted = ""
-        change.save(update_fields=["code_encrypted", "code_verifier_encrypted"])
+        # updated_at marks when the exchange started, for beat's safety net.
+        change.save(
+            update_fields=["code_encrypted", "code_verifier_encrypted", "updated_at"]
+        )
     app = change.client_app
     org = change.org
     try:
@@ -636,6 +696,23 @@ def permission_check_start(
     return check
 
 
+TRANSIENT_ERRORS = (
+    salesforce.TransientError,
+    salesforce.HostUnreachable,
+    salesforce.RateLimited,
+)
+
+
+def permission_check_fail(*, check_id: int, exc: BaseException) -> None:
+    PermissionCheck.objects.filter(
+        pk=check_id, state=PermissionCheck.State.RUNNING
+    ).update(
+        state=PermissionCheck.State.FAILED,
+        error=_message(exc)[:500],
+        finished_at=timezone.now(),
+    )
+
+
 def permission_check_run(*, check_id: int) -> str:
     check = PermissionCheck.objects.select_related(
         "org", "change", "change__client_app", "org__client_app"
@@ -674,12 +751,10 @@ def permission_check_run(*, check_id: int) -> str:
             access_token=tokens.access_token,
             user_id=user_id,
         )
+    except TRANSIENT_ERRORS:
+        raise  # the task retries with backoff, then permission_check_fail()
     except (salesforce.SalesforceError, encryption.SecretUnavailable) as exc:
-        PermissionCheck.objects.filter(pk=check_id).update(
-            state=PermissionCheck.State.FAILED,
-            error=_message(exc)[:500],
-            finished_at=timezone.now(),
-        )
+        permission_check_fail(check_id=check_id, exc=exc)
         return "failed"
     results = [
         {
@@ -894,7 +969,3 @@ def elapsed_text(seconds: float) -> str:
     seconds = int(max(0, seconds))
     minutes, secs = divmod(seconds, 60)
     return f"{minutes} min {secs} s" if minutes else f"{secs} s"
-
-
-def now_ts() -> float:
-    return time.time()

@@ -6,6 +6,8 @@ permanent ones are recorded by the services and never retried.
 
 from __future__ import annotations
 
+import random
+
 from celery import shared_task
 
 from . import salesforce, services
@@ -27,17 +29,16 @@ def exchange_code(*, change_id: int) -> None:
     services.connection_change_exchange(change_id=change_id)
 
 
-@shared_task(
-    ignore_result=True,
-    acks_late=True,
-    autoretry_for=TRANSIENT,
-    retry_backoff=2,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    max_retries=3,
-)
-def verify_permissions(*, check_id: int) -> None:
-    services.permission_check_run(check_id=check_id)
+@shared_task(bind=True, ignore_result=True, acks_late=True, max_retries=3)
+def verify_permissions(self, *, check_id: int) -> None:
+    try:
+        services.permission_check_run(check_id=check_id)
+    except TRANSIENT as exc:
+        if self.request.retries >= self.max_retries:
+            services.permission_check_fail(check_id=check_id, exc=exc)
+            return
+        countdown = random.uniform(1, 2 ** (self.request.retries + 2))
+        raise self.retry(exc=exc, countdown=countdown) from None
 
 
 @shared_task(

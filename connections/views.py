@@ -285,9 +285,6 @@ class ConnectionWizard(SessionWizardView):
             ]
         return rows
 
-    def render_goto_step(self, *args: Any, **kwargs: Any) -> HttpResponse:
-        return super().render_goto_step(*args, **kwargs)
-
     def done(
         self, form_list: Any, form_dict: dict[str, Any], **kwargs: Any
     ) -> HttpResponse:

@@ -136,7 +136,8 @@ def _set_status(
             transaction.on_commit(
                 lambda: evaluate_company_alerts.apply_async(
                     kwargs={"company_id": company_id}
-                )
+                ),
+                robust=True,
             )
     return old, status
 
@@ -311,3 +312,26 @@ def health_check_targets() -> list[int]:
         .order_by("pk")
         .values_list("pk", flat=True)
     )
+
+
+def url_verifications_resume() -> int:
+    """Beat safety net: a verification whose message was lost is sent again
+    (the run is idempotent); one that keeps getting lost ends refused."""
+    from datetime import timedelta
+
+    from .tasks import verify_org_url
+
+    now = timezone.now()
+    running = UrlVerification.objects.filter(state=UrlVerification.State.RUNNING)
+    given_up = running.filter(created_at__lt=now - timedelta(minutes=30)).update(
+        state=UrlVerification.State.FAILED,
+        message="The check was interrupted; nothing was changed. Apply again.",
+        finished_at=now,
+    )
+    resent = 0
+    for verification_id in running.filter(
+        created_at__lt=now - timedelta(minutes=6)
+    ).values_list("pk", flat=True):
+        verify_org_url.apply_async(kwargs={"verification_id": verification_id})
+        resent += 1
+    return given_up + resent

@@ -251,7 +251,8 @@ def org_url_verification_start(
         started_version=org.version,
     )
     transaction.on_commit(
-        lambda: verify_org_url.apply_async(kwargs={"verification_id": verification.pk})
+        lambda: verify_org_url.apply_async(kwargs={"verification_id": verification.pk}),
+        robust=True,
     )
     return verification
 
@@ -264,6 +265,7 @@ def orgs_check_now(*, org_ids: list[int]) -> int:
         transaction.on_commit(
             lambda org_id=org_id: check_org_health.apply_async(
                 kwargs={"org_id": org_id}
-            )
+            ),
+            robust=True,
         )
     return len(org_ids)

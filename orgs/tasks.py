@@ -60,3 +60,8 @@ def verify_org_url(self, *, verification_id: int) -> None:
         raise self.retry(
             exc=exc, countdown=_backoff(self.request.retries) / 5
         ) from None
+
+
+@shared_task(ignore_result=True)
+def resume_url_verifications() -> None:
+    health.url_verifications_resume()

@@ -269,6 +269,9 @@ if CELERY_BROKER_URL.startswith("filesystem"):
         "processed_folder": str(CELERY_DATA_DIR / "processed"),
         "control_folder": str(CELERY_DATA_DIR / "control"),
         "store_processed": False,
+        # Poll the queue folder often: a wizard step should not wait a second
+        # for its task to start.
+        "polling_interval": 0.1,
     }
 else:
     # A task whose worker died is redelivered after this long (acks_late).
@@ -290,6 +293,10 @@ CELERY_BEAT_SCHEDULE = {
     "resume-connection-changes": {
         "task": "connections.tasks.resume_connection_changes",
         "schedule": envint("RESUME_CHANGES_SECONDS", 30),
+    },
+    "resume-url-verifications": {
+        "task": "orgs.tasks.resume_url_verifications",
+        "schedule": 120,
     },
     "check-all-orgs": {
         "task": "orgs.tasks.check_all_orgs",
