@@ -155,13 +155,19 @@ def company_remove(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("companies:list")
 
 
+def _clean(value: str, limit: int) -> str:
+    # Control characters (NUL above all) never match and PostgreSQL refuses
+    # them in queries: drop them instead of failing.
+    return "".join(ch for ch in value if ch.isprintable()).strip()[:limit]
+
+
 def _audit_filters(request: HttpRequest) -> dict[str, Any]:
     company = request.GET.get("company", "")
     return {
-        "action": request.GET.get("action", "").strip()[:64],
-        "actor": request.GET.get("actor", "").strip()[:150],
+        "action": _clean(request.GET.get("action", ""), 64),
+        "actor": _clean(request.GET.get("actor", ""), 150),
         "company_id": parse_id(company),
-        "org": request.GET.get("org", "").strip()[:80],
+        "org": _clean(request.GET.get("org", ""), 80),
     }
 
 
