@@ -33,6 +33,7 @@ import random
 import re
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -378,6 +379,22 @@ def new_session() -> requests.Session:
     return session
 
 
+_local = threading.local()
+
+
+def _thread_session() -> requests.Session:
+    """The calling thread's session, rebuilt when the simulator setting
+    changes. Reusing it keeps connections alive between calls, which matters
+    when a worker checks thousands of orgs."""
+    key = _simulator()
+    cached = getattr(_local, "session", None)
+    if cached is None or _local.key != key:
+        if cached is not None:
+            cached.close()
+        _local.session, _local.key = new_session(), key
+    return _local.session
+
+
 def _retry_after(response: requests.Response) -> float:
     try:
         return max(0.0, float(response.headers.get("Retry-After", "0")))
@@ -435,36 +452,37 @@ def _send(
     """
     attempts = 1 + max(0, int(_setting("SALESFORCE_MAX_RETRIES", 2)))
     host = urlsplit(url).hostname or ""
-    with new_session() as session:
-        for attempt in range(1, attempts + 1):
-            started, wait = time.monotonic(), 0.0
-            try:
-                response = session.request(
-                    method, wire_url(url), headers=headers, data=data
-                )
-            except requests.RequestException as exc:
-                _log(method, url, type(exc).__name__, started, attempt)
-                error, unsent = _transport_error(exc, host)
-                if (
-                    retry == "none"
-                    or (retry == "unsent" and not unsent)
-                    or attempt == attempts
-                ):
-                    raise error from None
-            else:
-                status = response.status_code
-                _log(method, url, status, started, attempt)
-                wait = _retry_after(response)
-                if (
-                    status not in _RETRY_STATUSES
-                    or retry == "none"
-                    or (retry == "unsent" and status not in (429, 503))
-                    or wait > MAX_RETRY_AFTER_SECONDS
-                    or attempt == attempts
-                ):
-                    return response
-            base = float(_setting("SALESFORCE_RETRY_BACKOFF", 0.5))
-            time.sleep(max(wait, random.uniform(0, base * 2 ** (attempt - 1))))
+    session = _thread_session()
+    # One session per worker thread: pooled, kept-alive connections.
+    for attempt in range(1, attempts + 1):
+        started, wait = time.monotonic(), 0.0
+        try:
+            response = session.request(
+                method, wire_url(url), headers=headers, data=data
+            )
+        except requests.RequestException as exc:
+            _log(method, url, type(exc).__name__, started, attempt)
+            error, unsent = _transport_error(exc, host)
+            if (
+                retry == "none"
+                or (retry == "unsent" and not unsent)
+                or attempt == attempts
+            ):
+                raise error from None
+        else:
+            status = response.status_code
+            _log(method, url, status, started, attempt)
+            wait = _retry_after(response)
+            if (
+                status not in _RETRY_STATUSES
+                or retry == "none"
+                or (retry == "unsent" and status not in (429, 503))
+                or wait > MAX_RETRY_AFTER_SECONDS
+                or attempt == attempts
+            ):
+                return response
+        base = float(_setting("SALESFORCE_RETRY_BACKOFF", 0.5))
+        time.sleep(max(wait, random.uniform(0, base * 2 ** (attempt - 1))))
     raise AssertionError("unreachable")  # pragma: no cover
 
 
