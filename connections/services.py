@@ -41,8 +41,8 @@ State = ConnectionChange.State
 
 # Seconds after the credentials were saved at which Salesforce is asked
 # whether they are active: often at first, then less often. 16 probes fall
-# inside Salesforce's 10-minute window, 19 in all with the margin, against
-# 120 for fixed 5-second polling.
+# inside Salesforce's 10-minute window and 18 before the change expires at
+# window + margin (900 s), against 120 for fixed 5-second polling.
 ACTIVATION_SCHEDULE = (
     0, 10, 20, 30, 45, 60, 90, 120, 180, 240, 300, 360, 420, 480, 540, 600, 660,
     780, 900,

@@ -7,7 +7,12 @@ Called by Celery tasks (``orgs/tasks.py``); never from a web request.
 from __future__ import annotations
 
 import logging
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
@@ -41,23 +46,47 @@ TRANSIENT = (
 )
 
 
+@contextmanager
+def org_refresh_lock(org_id: int, *, wait_seconds: float = 60) -> Iterator[None]:
+    """One refresh of an org at a time, across workers.
+
+    A cache key, not a database row lock: the org row stays free for web
+    requests while a worker waits on Salesforce.
+    """
+    key = f"vbsf:org-refresh:{org_id}"
+    owner = secrets.token_hex(8)
+    deadline = time.monotonic() + wait_seconds
+    while not cache.add(key, owner, timeout=int(wait_seconds) + 30):
+        if time.monotonic() > deadline:
+            raise salesforce.TransientError(
+                "Another refresh of this org is still running."
+            )
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        if cache.get(key) == owner:
+            cache.delete(key)
+
+
 def org_access_token(
-    *, org_id: int, login_url: str | None = None
+    *,
+    org_id: int,
+    login_url: str | None = None,
+    org: SalesforceOrg | None = None,
 ) -> salesforce.TokenSet:
     """Refresh the org's access token with its stored app and refresh token.
 
-    The org row stays locked during the refresh, so two checks of one org
-    never refresh at once, and a rotated refresh token is saved in the same
-    transaction that learnt it.
+    Refreshes of one org are serialised, and a rotated refresh token is saved
+    with a conditional update: if Finish or a re-authorization replaced the
+    token meanwhile, their token wins.
     """
-    with transaction.atomic():
-        org = (
-            SalesforceOrg.objects.select_for_update(of=("self",))
-            .select_related("client_app")
-            .get(pk=org_id)
-        )
+    with org_refresh_lock(org_id):
+        if org is None:
+            org = SalesforceOrg.objects.select_related("client_app").get(pk=org_id)
         if org.client_app is None:
             raise salesforce.InvalidGrant("This org has no client app.")
+        stored = org.refresh_token_encrypted
         tokens = salesforce.refresh(
             login_url=login_url or org.login_url,
             client_id=org.client_app.consumer_key,
@@ -66,13 +95,12 @@ def org_access_token(
             expected_org_id=org.org_id,
         )
         if tokens.refresh_token:
-            org.set_refresh_token(tokens.refresh_token)
-            org.save(
-                update_fields=[
-                    "refresh_token_encrypted",
-                    "refresh_token_fingerprint",
-                    "updated_at",
-                ]
+            SalesforceOrg.objects.filter(
+                pk=org_id, refresh_token_encrypted=stored
+            ).update(
+                refresh_token_encrypted=encryption.encrypt(tokens.refresh_token),
+                refresh_token_fingerprint=encryption.fingerprint(tokens.refresh_token),
+                updated_at=timezone.now(),
             )
     return tokens
 
@@ -112,6 +140,19 @@ def _set_status(
     keep_permissions_missing: bool = False,
 ) -> tuple[str, str]:
     """Record a check's outcome; returns (old status, new status)."""
+    now = timezone.now()
+    if suggested_url in (None, ""):
+        # The common case, nothing changed: one UPDATE, no lock.
+        same = SalesforceOrg.objects.filter(pk=org_id, status_reason=reason)
+        same = (
+            same.filter(status__in=[status, ConnectionStatus.PERMISSIONS_MISSING])
+            if keep_permissions_missing
+            else same.filter(status=status)
+        )
+        if suggested_url == "":
+            same = same.filter(suggested_url="")
+        if same.update(last_checked_at=now):
+            return status, status
     with transaction.atomic():
         org = SalesforceOrg.objects.select_for_update().get(pk=org_id)
         old = org.status
@@ -155,12 +196,12 @@ def org_health_check(*, org_id: int) -> str:
         return ConnectionStatus.NEEDS_REAUTHORIZATION
     try:
         try:
-            tokens = org_access_token(org_id=org_id)
+            tokens = org_access_token(org_id=org_id, org=org)
         except salesforce.HostUnreachable:
             # The stored host may be gone after a My Domain change: ask the
             # generic login host, which answers with the org's current URL.
             tokens = org_access_token(
-                org_id=org_id, login_url=login_host_for(org.org_type)
+                org_id=org_id, login_url=login_host_for(org.org_type), org=org
             )
         if host_of(tokens.instance_url) != host_of(org.instance_url or org.login_url):
             _set_status(

@@ -1,0 +1,107 @@
+"""Run the benchmarks: ``python -m bench [--quick] [--only NAME,...]``.
+
+Sets up its own environment (PostgreSQL database ``vbsf_bench``, Redis
+database 12, generated keys, debug off), starts the Salesforce simulator and
+the Celery workers it needs, prints one table per benchmark and writes
+``bench/results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from . import common
+
+BENCHMARKS = ("org_list", "health_check", "activation", "no_wait")
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer samples and a smaller fleet"
+    )
+    parser.add_argument(
+        "--only",
+        default="",
+        help=f"comma-separated subset of: {', '.join(BENCHMARKS)}",
+    )
+    args = parser.parse_args(argv)
+    selected = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = [name for name in selected if name not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
+    args.selected = [name for name in BENCHMARKS if not selected or name in selected]
+    return args
+
+
+def _modules() -> dict[str, Any]:
+    from . import activation, health_check, no_wait, org_list
+
+    return {
+        "org_list": org_list,
+        "health_check": health_check,
+        "activation": activation,
+        "no_wait": no_wait,
+    }
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _write_results(results: dict[str, Any]) -> None:
+    tmp = common.RESULTS_PATH.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    os.replace(tmp, common.RESULTS_PATH)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    started = time.monotonic()
+    env = common.prepare_environment(quick=args.quick)
+    simulator = common.Simulator()
+    try:
+        common.check_services(env)
+        say(
+            f"bench: {'quick' if args.quick else 'full'} run of "
+            f"{', '.join(args.selected)}"
+        )
+        common.recreate_database(env)
+        env.simulator_url = simulator.start()
+        os.environ["VBSF_SALESFORCE_SIMULATOR_URL"] = env.simulator_url
+        common.setup_django(env)
+        modules = _modules()
+        results: dict[str, Any] = {
+            "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "quick": args.quick,
+            "machine": common.machine_info(),
+        }
+        for name in args.selected:
+            say(f"bench: running {name} ...")
+            begun = time.monotonic()
+            result = modules[name].run(env, simulator)
+            result["duration_s"] = round(time.monotonic() - begun, 1)
+            results[name] = result
+            say("\n" + modules[name].table(result) + "\n")
+        results["duration_s"] = round(time.monotonic() - started, 1)
+        _write_results(results)
+        say(
+            f"bench: wrote {common.RESULTS_PATH.relative_to(common.ROOT)} "
+            f"({results['duration_s']:.0f} s in all)"
+        )
+        return 0
+    except common.BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        simulator.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
