@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
@@ -46,8 +47,15 @@ TRANSIENT = (
 )
 
 
+def _refresh_lock_ttl() -> int:
+    # As long as one refresh can take with its retries: a worker killed
+    # mid-refresh leaves the lock behind for no longer than that.
+    per_attempt = settings.SALESFORCE_CONNECT_TIMEOUT + settings.SALESFORCE_READ_TIMEOUT
+    return int(per_attempt * (1 + settings.SALESFORCE_MAX_RETRIES)) + 5
+
+
 @contextmanager
-def org_refresh_lock(org_id: int, *, wait_seconds: float = 60) -> Iterator[None]:
+def org_refresh_lock(org_id: int) -> Iterator[None]:
     """One refresh of an org at a time, across workers.
 
     A cache key, not a database row lock: the org row stays free for web
@@ -55,8 +63,9 @@ def org_refresh_lock(org_id: int, *, wait_seconds: float = 60) -> Iterator[None]
     """
     key = f"vbsf:org-refresh:{org_id}"
     owner = secrets.token_hex(8)
-    deadline = time.monotonic() + wait_seconds
-    while not cache.add(key, owner, timeout=int(wait_seconds) + 30):
+    ttl = _refresh_lock_ttl()
+    deadline = time.monotonic() + ttl
+    while not cache.add(key, owner, timeout=ttl):
         if time.monotonic() > deadline:
             raise salesforce.TransientError(
                 "Another refresh of this org is still running."

@@ -1,0 +1,377 @@
+"""Staging a change and waiting for Salesforce to activate the new app."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from companies.audit import Actor, audit_record
+from companies.models import Company
+from orgs.models import OrgType, SalesforceOrg
+from orgs.services import org_snapshot
+from vbsf import encryption
+
+from .. import salesforce
+from ..models import ConnectionChange, ExternalClientApp, PermissionCheck
+from ..salesforce_urls import InvalidSalesforceUrl, normalize_org_url
+from .common import (
+    ACTIVATION_SCHEDULE,
+    State,
+    _change_snapshot,
+    _enqueue,
+    _enqueue_later,
+    _message,
+    _tasks,
+    _time_scale,
+    activation_deadline,
+    clean_consumer_key,
+    clean_consumer_secret,
+    logger,
+)
+
+# --- start ------------------------------------------------------------------
+
+
+@transaction.atomic
+def connection_change_start(
+    *,
+    actor: Actor,
+    kind: str = ConnectionChange.Kind.EDIT,
+    org: SalesforceOrg | None = None,
+    company: Company | None = None,
+    login_url: str = "",
+    org_type: str = "",
+    consumer_key: str = "",
+    consumer_secret: str = "",
+    existing_app: ExternalClientApp | None = None,
+    app_name: str = "",
+) -> ConnectionChange:
+    """Stage new credentials for an org (or a new org) and start probing."""
+    if org is not None:
+        org = SalesforceOrg.objects.select_for_update().get(pk=org.pk)
+        login_url = org.login_url
+        org_type = org.org_type
+    else:
+        try:
+            login_url = normalize_org_url(login_url)
+        except InvalidSalesforceUrl as exc:
+            raise ValidationError({"login_url": str(exc)}) from None
+    if existing_app is None:
+        consumer_key = clean_consumer_key(consumer_key)
+        consumer_secret = clean_consumer_secret(consumer_secret)
+        taken = ExternalClientApp.objects.filter(consumer_key=consumer_key).first()
+        if taken is not None:
+            owner = taken.orgs.first()
+            if org is not None and taken.pk == org.client_app_id:
+                raise ValidationError(
+                    {
+                        "consumer_key": "This is the app the org already uses. Choose "
+                        "“Keep the current app”, or enter the key of the new app."
+                    }
+                )
+            where = f" of {owner.label}" if owner else ""
+            raise ValidationError(
+                {
+                    "consumer_key": f"This consumer key belongs to the app{where}. "
+                    "Each org needs its own external client app: create one in "
+                    "Salesforce and paste its key and secret."
+                }
+            )
+        app = ExternalClientApp(
+            name=(app_name or f"{org.label if org else 'new-org'}-eca")[:80],
+            consumer_key=consumer_key,
+        )
+        app.set_consumer_secret(consumer_secret)
+        app.full_clean()
+        app.save()
+    else:
+        app = existing_app
+    # One open change per org: a new one replaces any earlier one.
+    if org is not None:
+        org.connection_changes.filter(state__in=ConnectionChange.OPEN_STATES).update(
+            state=State.ROLLED_BACK,
+            finished_at=timezone.now(),
+            failure_message="Replaced by a newer change.",
+        )
+    now = timezone.now()
+    change = ConnectionChange.objects.create(
+        kind=kind,
+        org=org,
+        company=company if org is None else org.company,
+        created_by=actor.user if actor.user and actor.user.is_authenticated else None,
+        created_from=actor.ip_address,
+        started_version=org.version if org else 0,
+        client_app=app,
+        login_url=login_url,
+        org_type=org_type or OrgType.PRODUCTION,
+        state=State.AWAITING_ACTIVATION,
+        activation_started_at=now,
+        next_probe_at=now,
+    )
+    audit_record(
+        actor=actor,
+        action="connection_change.start",
+        org=org,
+        company=change.company,
+        summary=f"Staged new client app {app.name} (key {app.key_hint})"
+        + (f" for {org.label}" if org else f" for a new org at {login_url}"),
+        before=org_snapshot(org) if org else {},
+        after=_change_snapshot(change),
+    )
+    _enqueue(_tasks().probe_activation, change_id=change.pk, attempt=0)
+    return change
+
+
+# --- activation probing -----------------------------------------------------
+
+
+def connection_change_probe(*, change_id: int, attempt: int) -> str:
+    """Run probe number ``attempt`` once, then schedule the next one.
+
+    A compare-and-set on ``probe_count`` makes a duplicate delivery of the
+    same attempt (worker crash, Redis redelivery) a no-op.
+    """
+    now = timezone.now()
+    claimed = ConnectionChange.objects.filter(
+        pk=change_id, state=State.AWAITING_ACTIVATION, probe_count=attempt
+    ).update(probe_count=attempt + 1, last_probe_at=now)
+    if not claimed:
+        return "skipped"
+    change = ConnectionChange.objects.select_related("client_app").get(pk=change_id)
+    if now >= activation_deadline(change):
+        connection_change_expire(change_id=change_id)
+        return "expired"
+    try:
+        result = salesforce.probe_activation(
+            login_url=change.login_url,
+            client_id=change.client_app.consumer_key,
+            client_secret=change.client_app.get_consumer_secret(),
+        )
+    except (
+        salesforce.TransientError,
+        salesforce.HostUnreachable,
+        salesforce.RateLimited,
+        salesforce.MalformedResponse,
+    ) as exc:
+        logger.info(
+            "activation probe %s of change %s: %s", attempt, change_id, exc.code
+        )
+        ConnectionChange.objects.filter(pk=change_id).update(
+            failure_code=exc.code[:40],
+            failure_message="Salesforce did not answer the last check "
+            f"({exc.code.replace('_', ' ')}); the console keeps trying.",
+        )
+        result = None
+    except (salesforce.SalesforceError, encryption.SecretUnavailable) as exc:
+        _fail(change_id, getattr(exc, "code", "error"), _message(exc))
+        return "failed"
+    if result == salesforce.ActivationProbe.ACTIVE:
+        with transaction.atomic():
+            ConnectionChange.objects.filter(
+                pk=change_id, state=State.AWAITING_ACTIVATION
+            ).update(
+                state=State.ACTIVE,
+                activated_at=timezone.now(),
+                next_probe_at=None,
+                failure_code="",
+                failure_message="",
+            )
+        return "active"
+    if result == salesforce.ActivationProbe.WRONG_SECRET:
+        _fail(
+            change_id,
+            "wrong_secret",
+            "Salesforce knows this consumer key but rejected the consumer secret. "
+            "Copy the secret again from the app's OAuth settings and re-enter both.",
+        )
+        return "wrong_secret"
+    return _schedule_next_probe(change, attempt + 1)
+
+
+def _schedule_next_probe(change: ConnectionChange, attempt: int) -> str:
+    if attempt >= len(ACTIVATION_SCHEDULE):
+        connection_change_expire(change_id=change.pk)
+        return "expired"
+    due = change.activation_started_at + timedelta(
+        seconds=ACTIVATION_SCHEDULE[attempt] * _time_scale()
+    )
+    with transaction.atomic():
+        ConnectionChange.objects.filter(
+            pk=change.pk, state=State.AWAITING_ACTIVATION
+        ).update(next_probe_at=due)
+        _enqueue_later(
+            _tasks().probe_activation,
+            (due - timezone.now()).total_seconds(),
+            change_id=change.pk,
+            attempt=attempt,
+        )
+    return "waiting"
+
+
+@transaction.atomic
+def _fail(change_id: int, code: str, message: str) -> None:
+    change = ConnectionChange.objects.select_for_update().get(pk=change_id)
+    if not change.is_open:
+        return
+    change.state = State.FAILED
+    change.failure_code = code[:40]
+    change.failure_message = message[:500]
+    change.finished_at = timezone.now()
+    change.code_encrypted = ""
+    change.code_verifier_encrypted = ""
+    change.next_probe_at = None
+    change.save()
+    audit_record(
+        actor=Actor.system(),
+        action="connection_change.fail",
+        org=change.org,
+        company=change.company,
+        outcome="failure",
+        summary=f"Connection change failed: {message}"[:300],
+        after=_change_snapshot(change),
+    )
+
+
+@transaction.atomic
+def connection_change_expire(*, change_id: int) -> None:
+    change = ConnectionChange.objects.select_for_update().get(pk=change_id)
+    if change.state != State.AWAITING_ACTIVATION:
+        return
+    change.state = State.EXPIRED
+    change.next_probe_at = None
+    change.finished_at = timezone.now()
+    silent = change.failure_code in (
+        "transient",
+        "host_unreachable",
+        "REQUEST_LIMIT_EXCEEDED",
+        "malformed_response",
+    ) or change.failure_code.startswith("http_")
+    change.failure_code = "not_activated"
+    change.failure_message = (
+        (
+            "Salesforce did not answer the activation checks during the "
+            f"{settings.ACTIVATION_WINDOW_SECONDS // 60}-minute window, so the change "
+            "expired. The org keeps its current connection; try again later."
+        )
+        if silent
+        else (
+            "Salesforce did not accept the new consumer key within "
+            f"{settings.ACTIVATION_WINDOW_SECONDS // 60} minutes. Check that the key "
+            "was copied completely, that OAuth is enabled in the app and that the "
+            "app is installed or enabled in this org. The org keeps its current "
+            "connection."
+        )
+    )
+    change.save()
+    audit_record(
+        actor=Actor.system(),
+        action="connection_change.expire",
+        org=change.org,
+        company=change.company,
+        outcome="failure",
+        summary="New client app was never activated; change expired",
+        after=_change_snapshot(change),
+    )
+
+
+def connection_changes_resume() -> int:
+    """Beat safety net: restart probe chains whose message was lost (worker
+    or Redis restart) and expire changes past their deadline."""
+    stale_before = timezone.now() - timedelta(seconds=30)
+    resumed = 0
+    for change in ConnectionChange.objects.filter(
+        state=State.AWAITING_ACTIVATION, next_probe_at__lt=stale_before
+    ):
+        _tasks().probe_activation.apply_async(
+            kwargs={"change_id": change.pk, "attempt": change.probe_count}
+        )
+        resumed += 1
+    for change in ConnectionChange.objects.filter(
+        state=State.EXCHANGING, updated_at__lt=stale_before
+    ).exclude(code_encrypted=""):
+        _tasks().exchange_code.apply_async(kwargs={"change_id": change.pk})
+        resumed += 1
+    # An exchange interrupted after the single-use code was spent cannot be
+    # repeated: the change goes back to "active" so the user authorizes again.
+    interrupted = ConnectionChange.objects.filter(
+        state=State.EXCHANGING,
+        code_encrypted="",
+        updated_at__lt=timezone.now() - timedelta(minutes=2),
+    ).update(
+        state=State.ACTIVE,
+        failure_code="interrupted",
+        failure_message="The sign-in was interrupted before it completed; nothing "
+        "was changed. Authorize again.",
+    )
+    # A check whose worker died mid-way would poll forever: end it.
+    stuck_checks = PermissionCheck.objects.filter(
+        state=PermissionCheck.State.RUNNING,
+        created_at__lt=timezone.now() - timedelta(minutes=10),
+    ).update(
+        state=PermissionCheck.State.FAILED,
+        error="The check was interrupted; verify permissions again.",
+        finished_at=timezone.now(),
+    )
+    return resumed + interrupted + stuck_checks + _resend_lost_revokes()
+
+
+MAX_REVOKE_ATTEMPTS = 10
+
+
+def _resend_lost_revokes() -> int:
+    """Old refresh tokens whose revoke message was lost are revoked again;
+    after MAX_REVOKE_ATTEMPTS the admin is told to revoke it in Setup."""
+    due = ConnectionChange.objects.filter(
+        finished_at__lt=timezone.now() - timedelta(minutes=5),
+        old_token_revoked_at__isnull=True,
+        revoke_attempts__lt=MAX_REVOKE_ATTEMPTS,
+    ).exclude(old_refresh_token_encrypted="")
+    resent = 0
+    for change in due:
+        attempts = change.revoke_attempts + 1
+        ConnectionChange.objects.filter(pk=change.pk).update(revoke_attempts=attempts)
+        if attempts >= MAX_REVOKE_ATTEMPTS:
+            with transaction.atomic():
+                audit_record(
+                    actor=Actor.system(),
+                    action="connection_change.revoke_failed",
+                    org=change.org,
+                    company=change.company,
+                    outcome="failure",
+                    summary="The replaced refresh token could not be revoked at "
+                    "Salesforce: revoke it in Setup → Connected Apps OAuth Usage.",
+                )
+            continue
+        _tasks().revoke_old_token.apply_async(kwargs={"change_id": change.pk})
+        resent += 1
+    return resent
+
+
+@transaction.atomic
+def connection_change_cancel(*, actor: Actor, change: ConnectionChange) -> None:
+    change = ConnectionChange.objects.select_for_update().get(pk=change.pk)
+    if not change.is_open:
+        return
+    change.state = State.ROLLED_BACK
+    change.finished_at = timezone.now()
+    change.code_encrypted = change.code_verifier_encrypted = ""
+    token = change.new_refresh_token_encrypted
+    change.save()
+    audit_record(
+        actor=actor,
+        action="connection_change.cancel",
+        org=change.org,
+        company=change.company,
+        summary="Connection change cancelled; the org keeps its connection",
+        after=_change_snapshot(change),
+    )
+    if token:
+        # The unused new token is revoked too, so it cannot linger.
+        change.old_refresh_token_encrypted = token
+        change.new_refresh_token_encrypted = ""
+        change.save()
+        _enqueue(_tasks().revoke_old_token, change_id=change.pk)

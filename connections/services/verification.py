@@ -1,0 +1,181 @@
+"""Verifying the connected user's permissions for backup and restore."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from companies.audit import Actor
+from orgs.models import ConnectionStatus, SalesforceOrg
+from vbsf import encryption
+
+from .. import salesforce
+from ..models import ConnectionChange, PermissionCheck
+from ..permissions import (
+    BACKUP,
+    INTEGRATION_LICENSE,
+    PERMISSION_FIELDS,
+    REQUIRED_PERMISSIONS,
+)
+from .common import (
+    ChangeError,
+    _enqueue,
+    _message,
+    _tasks,
+)
+
+# --- permission verification -----------------------------------------------
+
+
+@transaction.atomic
+def permission_check_start(
+    *,
+    actor: Actor,
+    org: SalesforceOrg | None = None,
+    change: ConnectionChange | None = None,
+) -> PermissionCheck:
+    if (org is None) == (change is None):
+        raise ValueError("Check either an org or a change.")
+    if change is not None and not change.new_refresh_token_encrypted:
+        raise ChangeError("Authorize the new app at Salesforce first.")
+    check = PermissionCheck.objects.create(
+        # A change's check joins the org's history only when it is applied.
+        org=org,
+        change=change,
+        requested_by=actor.user if actor.user and actor.user.is_authenticated else None,
+    )
+    _enqueue(_tasks().verify_permissions, check_id=check.pk)
+    return check
+
+
+TRANSIENT_ERRORS = (
+    salesforce.TransientError,
+    salesforce.HostUnreachable,
+    salesforce.RateLimited,
+)
+
+
+def permission_check_fail(*, check_id: int, exc: BaseException) -> None:
+    PermissionCheck.objects.filter(
+        pk=check_id, state=PermissionCheck.State.RUNNING
+    ).update(
+        state=PermissionCheck.State.FAILED,
+        error=_message(exc)[:500],
+        finished_at=timezone.now(),
+    )
+
+
+def permission_check_run(*, check_id: int) -> str:
+    check = PermissionCheck.objects.select_related(
+        "org", "change", "change__client_app", "org__client_app"
+    ).get(pk=check_id)
+    if check.state != PermissionCheck.State.RUNNING:
+        return "skipped"
+    try:
+        if check.change_id:
+            change = check.change
+            tokens = salesforce.refresh(
+                login_url=change.login_url,
+                client_id=change.client_app.consumer_key,
+                client_secret=change.client_app.get_consumer_secret(),
+                refresh_token=change.get_secret("new_refresh_token"),
+            )
+            if tokens.refresh_token:  # rotated: the old one is dead now
+                with transaction.atomic():
+                    locked = ConnectionChange.objects.select_for_update().get(
+                        pk=change.pk
+                    )
+                    locked.set_secret("new_refresh_token", tokens.refresh_token)
+                    locked.save()
+            user_id = change.new_user_id
+        else:
+            from orgs.health import org_access_token
+
+            tokens = org_access_token(org_id=check.org_id)
+            user_id = tokens.user_id
+        granted = salesforce.fetch_user_permissions(
+            instance_url=tokens.instance_url,
+            access_token=tokens.access_token,
+            fields=PERMISSION_FIELDS,
+        )
+        user = salesforce.fetch_user(
+            instance_url=tokens.instance_url,
+            access_token=tokens.access_token,
+            user_id=user_id,
+        )
+    except TRANSIENT_ERRORS:
+        raise  # the task retries with backoff, then permission_check_fail()
+    except (salesforce.SalesforceError, encryption.SecretUnavailable) as exc:
+        permission_check_fail(check_id=check_id, exc=exc)
+        return "failed"
+    results = [
+        {
+            "key": p.key,
+            "field": p.field,
+            "label": p.label,
+            "purpose": p.purpose,
+            "granted": bool(granted.get(p.field)),
+            "why": p.why,
+            "how_to_grant": p.how_to_grant,
+        }
+        for p in REQUIRED_PERMISSIONS
+    ]
+    license_name = user.get("license_name") or ""
+    backup_ok = license_name != INTEGRATION_LICENSE and all(
+        r["granted"] for r in results if r["purpose"] == BACKUP
+    )
+    restore_ok = backup_ok and all(r["granted"] for r in results)
+    with transaction.atomic():
+        PermissionCheck.objects.filter(pk=check_id).update(
+            state=PermissionCheck.State.DONE,
+            finished_at=timezone.now(),
+            checked_username=user.get("username") or "",
+            checked_user_id=user.get("user_id") or user_id,
+            license_name=license_name[:80],
+            results=results,
+            backup_ok=backup_ok,
+            restore_ok=restore_ok,
+        )
+        if not check.change_id and check.org_id:
+            _org_status_after_check(check.org_id, backup_ok, results, license_name)
+    return "done"
+
+
+def _org_status_after_check(
+    org_id: int, backup_ok: bool, results: list[dict[str, Any]], license_name: str
+) -> None:
+    org = SalesforceOrg.objects.select_for_update().get(pk=org_id)
+    if not backup_ok:
+        missing = [
+            r["label"] for r in results if r["purpose"] == BACKUP and not r["granted"]
+        ]
+        reason = (
+            "The connected user has an Integration license, which cannot back up."
+            if license_name == INTEGRATION_LICENSE
+            else "Backup permission missing: " + ", ".join(missing) + "."
+        )
+        if org.status in (
+            ConnectionStatus.CONNECTED,
+            ConnectionStatus.PERMISSIONS_MISSING,
+        ):
+            org.status = ConnectionStatus.PERMISSIONS_MISSING
+            org.status_reason = reason[:300]
+            if org.status != ConnectionStatus.PERMISSIONS_MISSING:
+                org.status_changed_at = timezone.now()
+            org.save(
+                update_fields=[
+                    "status",
+                    "status_reason",
+                    "status_changed_at",
+                    "updated_at",
+                ]
+            )
+    elif org.status == ConnectionStatus.PERMISSIONS_MISSING:
+        org.status = ConnectionStatus.CONNECTED
+        org.status_reason = ""
+        org.status_changed_at = timezone.now()
+        org.save(
+            update_fields=["status", "status_reason", "status_changed_at", "updated_at"]
+        )
