@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 
 from companies.access import Capability
@@ -49,8 +50,6 @@ def change_get(
     else:
         allowed = access.can(capability, change.org.company_id)
     if not allowed:
-        from django.http import Http404
-
         raise Http404
     return change
 
@@ -67,8 +66,6 @@ def check_get(*, access: AccessProfile, user: Any, pk: int) -> PermissionCheck:
     else:
         allowed = access.can(Capability.VIEW, company_id)
     if not allowed:
-        from django.http import Http404
-
         raise Http404
     return check
 

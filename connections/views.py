@@ -41,7 +41,6 @@ from .forms import (
     SummaryStepForm,
 )
 from .models import ConnectionChange, ExternalClientApp, PermissionCheck
-from .permissions import REQUIRED_PERMISSIONS
 
 STEP_TITLES = [
     ("app", "Client app"),
@@ -216,7 +215,6 @@ class ConnectionWizard(SessionWizardView):
                 "existing_form": kwargs.get("existing_form")
                 or ExistingAppForm(apps=self._existing_apps()),
                 "keeps_app": self.keeps_app(),
-                "required_permissions": REQUIRED_PERMISSIONS,
                 "page_title": f"Edit Connection: {self.org.label}"
                 if self.org
                 else "Add organization",

@@ -26,6 +26,14 @@ ROOT = Path(__file__).resolve().parents[1]
 EMAIL_DIR = Path(tempfile.gettempdir()) / f"vbsf-test-mail-{os.getpid()}"
 
 
+def missing_dependency(reason: str) -> None:
+    """Skip on a laptop without a system package; fail in CI, where
+    VBSF_STRICT_TESTS=true and every dependency must be installed."""
+    if os.environ.get("VBSF_STRICT_TESTS") == "true":
+        pytest.fail(f"{reason} (required when VBSF_STRICT_TESTS=true)")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def sim_url() -> Iterator[str]:
     process, base_url = start_simulator()

@@ -12,6 +12,8 @@ import shutil
 
 import pytest
 
+from tests.live import missing_dependency
+
 # Playwright's sync API runs an event loop in this thread; the tests only
 # touch the database between browser steps, never concurrently.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -32,7 +34,9 @@ def _chromium_path() -> str | None:
 def browser():
     path = _chromium_path()
     if path is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+        missing_dependency(
+            "Debian's chromium is not installed (apt-get install chromium)"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

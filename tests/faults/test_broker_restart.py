@@ -35,7 +35,7 @@ from tests.faults.flows import (
     start_change,
     wait_state,
 )
-from tests.live import wait_for
+from tests.live import missing_dependency, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +86,7 @@ class PrivateRedis:
 @pytest.fixture
 def private_redis() -> Iterator[PrivateRedis]:
     if not os.access(REDIS_SERVER, os.X_OK):
-        pytest.skip("redis-server is not installed")
+        missing_dependency("redis-server is not installed")
     server = PrivateRedis()
     server.start()
     try:
