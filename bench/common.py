@@ -11,10 +11,8 @@ import contextlib
 import os
 import platform
 import secrets
-import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -23,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
+
+from tests.processes import CeleryWorkerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_PATH = ROOT / "bench" / "results.json"
@@ -288,7 +288,7 @@ class Simulator:
             self.process = None
 
 
-class Worker:
+class Worker(CeleryWorkerProcess):
     """A real ``celery worker`` (thread pool) against the benchmark's
     database, Redis broker and simulator."""
 
@@ -301,80 +301,26 @@ class Worker:
         extra_env: dict[str, str] | None = None,
     ) -> None:
         self.name = name
-        self.concurrency = concurrency
-        self.env = {
-            **os.environ,
-            **env.base_env,
-            "VBSF_SALESFORCE_SIMULATOR_URL": env.simulator_url,
-            **(extra_env or {}),
-        }
-        self.log_path = Path(tempfile.gettempdir()) / f"vbsf-bench-{name}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 60) -> None:
-        log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "vbsf",
-                "worker",
-                "--pool",
-                "threads",
-                "--concurrency",
-                str(self.concurrency),
-                "--loglevel",
-                "INFO",
-                "--hostname",
-                f"bench-{self.name}@%h",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise BenchError(f"The Celery worker exited:\n{self.tail()}")
-            if " ready." in self.output():
-                return
-            time.sleep(0.1)
-        self.stop()
-        raise BenchError(
-            f"The Celery worker did not start in {timeout}s:\n{self.tail()}"
+        super().__init__(
+            {
+                **os.environ,
+                **env.base_env,
+                "VBSF_SALESFORCE_SIMULATOR_URL": env.simulator_url,
+                **(extra_env or {}),
+            },
+            concurrency=concurrency,
+            hostname=f"bench-{name}@%h",
+            log_path=Path(tempfile.gettempdir()) / f"vbsf-bench-{name}.log",
         )
 
-    def output(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def tail(self, chars: int = 3000) -> str:
-        return self.output()[-chars:]
+    def failure(self, message: str) -> Exception:
+        return BenchError(message)
 
     def peak_rss_mb(self) -> float:
         """Peak resident memory (VmHWM) of the worker and its children."""
         if self.process is None:
             return 0.0
         return peak_rss_mb(self.process.pid)
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
 
 
 @contextlib.contextmanager

@@ -48,7 +48,7 @@ NEEDED_REQUESTS_PER_ORG = 2
 
 def _fixture(count: int) -> dict[str, Any]:
     """Simulator orgs, each with a user, an app and a refresh token."""
-    from connections.salesforce_urls import to_18
+    from connections.salesforce.urls import to_18
 
     orgs = []
     for n in range(count):

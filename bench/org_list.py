@@ -91,7 +91,7 @@ def seed_orgs(companies: list[Any], start: int, stop: int) -> None:
     from django.utils import timezone
 
     from connections.models import ExternalClientApp
-    from connections.salesforce_urls import to_18
+    from connections.salesforce.urls import to_18
     from orgs.models import OrgType, SalesforceOrg
     from vbsf import encryption
 

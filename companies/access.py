@@ -10,9 +10,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from functools import cached_property
+from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
+from django.shortcuts import get_object_or_404
 
 from .models import Company, Role, RoleGrant
 
@@ -108,7 +111,9 @@ class AccessProfile:
         ids = self.company_ids()
         if ids is None:
             return queryset
-        return queryset.filter(**{f"{company_field}__in": ids})
+        # An empty field means the rows are companies themselves.
+        lookup = f"{company_field}__in" if company_field else "pk__in"
+        return queryset.filter(**{lookup: ids})
 
     def can(self, capability: Capability, company_id: int | None = None) -> bool:
         """May the user do this in this company (or in any, if None)?"""
@@ -143,3 +148,33 @@ class AccessProfile:
             if capability in ROLE_CAPABILITIES[role]
         ]
         return Q(**{f"{field}__in": list(allowed)})
+
+
+def get_object_for(
+    access: AccessProfile,
+    queryset: QuerySet,
+    *,
+    capability: Capability,
+    company_field: str = "company",
+    **lookup: object,
+) -> Any:
+    """One object of the user's companies on which they may use ``capability``.
+
+    Objects of other companies do not exist for the user (404); an object
+    they may see but not act on is forbidden (403). Every view fetches its
+    object through this, as healthchecks' ``_get_rw_project_for_user``.
+    """
+    obj = get_object_or_404(access.scope(queryset, company_field), **lookup)
+    company_id = _company_id_of(obj, company_field)
+    if not access.can(capability, company_id):
+        raise PermissionDenied
+    return obj
+
+
+def _company_id_of(obj: Any, company_field: str) -> int | None:
+    if not company_field:
+        return obj.pk
+    *path, last = company_field.split("__")
+    for part in path:
+        obj = getattr(obj, part)
+    return getattr(obj, f"{last}_id")

@@ -7,6 +7,8 @@ rolls back with the change it describes.
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -84,3 +86,50 @@ def audit_record(
         before=before or {},
         after=after or {},
     )
+
+
+AUDIT_CSV_HEADER = [
+    "time",
+    "user",
+    "address",
+    "company",
+    "org",
+    "action",
+    "outcome",
+    "summary",
+    "before",
+    "after",
+]
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+def csv_safe(value: object) -> str:
+    """Spreadsheet formula injection: a cell that starts with one of these
+    would be evaluated by Excel or LibreOffice."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def audit_csv_rows(events: Iterable[AuditEvent]) -> Iterator[str]:
+    """The audit export, one CSV line at a time (streamed, any size)."""
+    writer = csv.writer(_Echo())
+    yield writer.writerow(AUDIT_CSV_HEADER)
+    iterate = getattr(events, "iterator", None)
+    for e in iterate(chunk_size=1000) if iterate else events:
+        row = (
+            e.created_at.isoformat(),
+            e.actor_username,
+            e.ip_address,
+            e.company_name,
+            e.org_label,
+            e.action,
+            e.outcome,
+            e.summary,
+            e.before,
+            e.after,
+        )
+        yield writer.writerow([csv_safe(v) for v in row])

@@ -18,14 +18,6 @@ def access(request: HttpRequest) -> dict[str, object]:
         and request.user.is_staff,
         "queue": profile.can(Capability.RUN_CHECKS),
     }
-    if nav["queue"]:
-        from orgs.selectors import orgs_needing_attention
-
-        nav["queue_count"] = (
-            orgs_needing_attention(access=profile)
-            .filter(profile.company_q(Capability.RUN_CHECKS))
-            .count()
-        )
     match = getattr(request, "resolver_match", None)
     nav["section"] = (match.namespace or match.url_name or "") if match else ""
     nav["page"] = (match.url_name or "") if match else ""

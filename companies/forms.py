@@ -100,3 +100,6 @@ class MoveOrgsForm(forms.Form):
         self.fields["to_company"].queryset = Company.objects.exclude(pk=company.pk)
         self.fields["orgs"].queryset = company.orgs.order_by("alias")
         self.fields["orgs"].initial = list(company.orgs.values_list("pk", flat=True))
+
+    def error_list(self) -> list[str]:
+        return [error for errors in self.errors.values() for error in errors]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.db.models import Count, Q, QuerySet
 
@@ -37,3 +37,8 @@ def audit_event_list(
     if org:
         qs = qs.filter(Q(org_label__icontains=org) | Q(org__org_id__istartswith=org))
     return qs.order_by("-created_at", "-id")
+
+
+def org_history(*, org: Any, limit: int = 25) -> QuerySet[AuditEvent]:
+    """The latest audit events of one org, newest first (its page's history)."""
+    return AuditEvent.objects.filter(org=org).order_by("-created_at", "-id")[:limit]

@@ -6,10 +6,11 @@ from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
-from vbsf.admin import AuditedModelAdmin, ConsoleAdminPermissions, SecretField
+from companies.admin import AuditedModelAdmin
+from vbsf.admin import ConsoleAdminPermissions, SecretField
 
 from .models import ExternalClientApp, SalesforceIdentityLink, SignInAttempt
-from .salesforce_urls import InvalidSalesforceId, to_18
+from .salesforce.urls import InvalidSalesforceId, to_18
 
 
 class ExternalClientAppAdminForm(forms.ModelForm):

@@ -40,6 +40,22 @@ class CredentialsForm(forms.Form):
         help_text="How the console labels this app (optional).",
     )
 
+    def service_args(self) -> dict[str, Any]:
+        """The cleaned data as ``connection_change_start`` arguments."""
+        data = self.cleaned_data
+        return {
+            "consumer_key": data["consumer_key"],
+            "consumer_secret": data["consumer_secret"],
+            "app_name": data.get("app_name", ""),
+            "login_url": data.get("login_url", ""),
+            "org_type": data.get("org_type", ""),
+        }
+
+    def add_service_errors(self, exc: ValidationError) -> None:
+        """Show a service's refusal on the fields it names."""
+        for field, errors in exc.message_dict.items():
+            self.add_error(field if field in self.fields else None, errors)
+
 
 class NewOrgCredentialsForm(CredentialsForm):
     login_url = forms.CharField(

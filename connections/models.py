@@ -7,6 +7,8 @@ from django.db import models
 
 from vbsf import encryption
 
+from .permissions import INTEGRATION_LICENSE
+
 
 class ExternalClientApp(models.Model):
     """A Salesforce app: consumer key, encrypted consumer secret, scopes.
@@ -51,6 +53,16 @@ class ExternalClientApp(models.Model):
     def get_consumer_secret(self) -> str:
         """Decrypt the secret; raises ``SecretUnavailable`` when it cannot."""
         return encryption.decrypt(self.consumer_secret_encrypted)
+
+
+class ConnectionChangeQuerySet(models.QuerySet):
+    def holding_replaced_token(self) -> ConnectionChangeQuerySet:
+        """Changes that still hold a replaced or abandoned refresh token,
+        kept only until it has been revoked at Salesforce."""
+        return self.exclude(old_refresh_token_encrypted="")
+
+    def mark_token_revoked(self, when: object) -> int:
+        return self.update(old_refresh_token_encrypted="", old_token_revoked_at=when)
 
 
 class ConnectionChange(models.Model):
@@ -152,6 +164,8 @@ class ConnectionChange(models.Model):
     failure_message = models.CharField(max_length=500, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
+    objects = ConnectionChangeQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["state", "next_probe_at"])]
@@ -170,6 +184,34 @@ class ConnectionChange(models.Model):
             self.new_refresh_token_fingerprint = (
                 encryption.fingerprint(value) if value else ""
             )
+
+    def hold_for_revocation(self, encrypted_token: str) -> None:
+        """Keep a replaced token (already encrypted) until it is revoked."""
+        if encrypted_token:
+            self.old_refresh_token_encrypted = encrypted_token
+
+    def abandon_new_token(self) -> bool:
+        """The new token will never be used: hand it to revocation.
+
+        Returns whether there was one (the caller then enqueues the revoke).
+        """
+        if not self.new_refresh_token_encrypted:
+            return False
+        self.old_refresh_token_encrypted = self.new_refresh_token_encrypted
+        self.new_refresh_token_encrypted = ""
+        return True
+
+    def release_new_token(self) -> None:
+        """The new token now belongs to the org: the change keeps no copy."""
+        self.new_refresh_token_encrypted = ""
+
+    @property
+    def holds_replaced_token(self) -> bool:
+        return bool(self.old_refresh_token_encrypted)
+
+    @property
+    def has_new_token(self) -> bool:
+        return bool(self.new_refresh_token_encrypted)
 
     def get_secret(self, field: str) -> str:
         raw = getattr(self, f"{field}_encrypted")
@@ -250,8 +292,6 @@ class PermissionCheck(models.Model):
 
     @property
     def integration_license(self) -> bool:
-        from .permissions import INTEGRATION_LICENSE
-
         return self.license_name == INTEGRATION_LICENSE
 
 

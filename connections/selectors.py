@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 
 from companies.access import Capability
 
@@ -52,6 +54,45 @@ def change_get(
     if not allowed:
         raise Http404
     return change
+
+
+def change_for_action(*, access: AccessProfile, user: Any, pk: int) -> ConnectionChange:
+    """A change the user may see (else 404) and act on (else 403): a
+    re-authorization needs Re-authorize, any other change Edit Connection."""
+    change = change_get(access=access, user=user, pk=pk, capability=Capability.VIEW)
+    needed = (
+        Capability.REAUTHORIZE
+        if change.kind == ConnectionChange.Kind.REAUTHORIZE
+        else Capability.EDIT_CONNECTION
+    )
+    company_id = change.org.company_id if change.org_id else None
+    if not access.can(needed, company_id):
+        raise PermissionDenied
+    return change
+
+
+def change_page_url(change: ConnectionChange) -> str:
+    """Where a change is worked on: its org's wizard, or Add organization."""
+    if change.org_id:
+        return reverse("orgs:edit-connection", args=[change.org_id])
+    return reverse("orgs:add")
+
+
+def latest_change_check(*, change: ConnectionChange | None) -> PermissionCheck | None:
+    if change is None:
+        return None
+    return change.permission_checks.order_by("-created_at", "-id").first()
+
+
+def org_page_changes(
+    *, org: SalesforceOrg
+) -> tuple[ConnectionChange | None, ConnectionChange | None]:
+    """The org's latest Edit Connection change and latest re-authorization."""
+    changes = org.connection_changes.order_by("-created_at")
+    return (
+        changes.exclude(kind=ConnectionChange.Kind.REAUTHORIZE).first(),
+        changes.filter(kind=ConnectionChange.Kind.REAUTHORIZE).first(),
+    )
 
 
 def check_get(*, access: AccessProfile, user: Any, pk: int) -> PermissionCheck:

@@ -1,7 +1,10 @@
 """Celery tasks: thin, idempotent, IDs in, nothing secret out.
 
-Retries cover transient Salesforce failures only, with backoff and jitter;
-permanent ones are recorded by the services and never retried.
+Each task calls one service (HackSoft's Celery-as-an-interface). Retries
+cover transient Salesforce failures only, with backoff and jitter;
+permanent ones are recorded by the services and never retried. Services
+enqueue these by name through ``vbsf.queue``, so this module may import
+them without an import circle.
 """
 
 from __future__ import annotations
@@ -10,32 +13,40 @@ import random
 
 from celery import shared_task
 
-from . import salesforce, services
+from connections.salesforce import TRANSIENT_ERRORS
 
-TRANSIENT = (
-    salesforce.TransientError,
-    salesforce.HostUnreachable,
-    salesforce.RateLimited,
+from .services import (
+    authorization,
+    changes,
+    finish,
+    revocation,
+    signin,
+    verification,
 )
 
 
 @shared_task(ignore_result=True, acks_late=True)
 def probe_activation(*, change_id: int, attempt: int) -> None:
-    services.connection_change_probe(change_id=change_id, attempt=attempt)
+    changes.connection_change_probe(change_id=change_id, attempt=attempt)
 
 
 @shared_task(ignore_result=True, acks_late=True)
 def exchange_code(*, change_id: int) -> None:
-    services.connection_change_exchange(change_id=change_id)
+    authorization.connection_change_exchange(change_id=change_id)
+
+
+@shared_task(ignore_result=True, acks_late=True)
+def apply_reauthorization(*, change_id: int) -> None:
+    finish.reauthorization_apply(change_id=change_id)
 
 
 @shared_task(bind=True, ignore_result=True, acks_late=True, max_retries=3)
 def verify_permissions(self, *, check_id: int) -> None:
     try:
-        services.permission_check_run(check_id=check_id)
-    except TRANSIENT as exc:
+        verification.permission_check_run(check_id=check_id)
+    except TRANSIENT_ERRORS as exc:
         if self.request.retries >= self.max_retries:
-            services.permission_check_fail(check_id=check_id, exc=exc)
+            verification.permission_check_fail(check_id=check_id, exc=exc)
             return
         countdown = random.uniform(1, 2 ** (self.request.retries + 2))
         raise self.retry(exc=exc, countdown=countdown) from None
@@ -44,19 +55,22 @@ def verify_permissions(self, *, check_id: int) -> None:
 @shared_task(
     ignore_result=True,
     acks_late=True,
-    autoretry_for=TRANSIENT,
+    autoretry_for=TRANSIENT_ERRORS,
     retry_backoff=5,
     retry_backoff_max=300,
     retry_jitter=True,
     max_retries=5,
 )
 def revoke_old_token(*, change_id: int) -> None:
-    services.revoke_old_token(change_id=change_id)
+    revocation.revoke_old_token(change_id=change_id)
 
 
 @shared_task(ignore_result=True)
 def resume_connection_changes() -> None:
-    services.connection_changes_resume()
+    changes.connection_changes_resume()
 
 
-from .signin import exchange_signin_code  # noqa: E402, F401
+@shared_task(ignore_result=True, acks_late=True)
+def exchange_signin_code(*, attempt_id: int) -> None:
+    # Never retried: the code is single-use and wiped before the exchange.
+    signin.signin_exchange(attempt_id=attempt_id)

@@ -1,11 +1,18 @@
+"""Connection URLs. ``urlpatterns`` are the connections namespace; the org
+and policy pages that need a connection are mounted by ``vbsf/urls.py``
+beside the orgs app's own routes, in the ``orgs`` and ``policies``
+namespaces, so their URLs and names stay what SPEC §3 says."""
+
 from django.urls import path
 
-from . import signin, views
+from vbsf import converters  # noqa: F401  (registers <id:...>)
+
+from .views import oauth, org_page, progress, signin, wizard
 
 app_name = "connections"
 
 urlpatterns = [
-    path("oauth/callback/", views.oauth_callback, name="oauth-callback"),
+    path("oauth/callback/", oauth.oauth_callback, name="oauth-callback"),
     path("login/salesforce/", signin.signin_start, name="signin-start"),
     path(
         "login/salesforce/wait/<id:attempt_id>/",
@@ -14,17 +21,39 @@ urlpatterns = [
     ),
     path(
         "connections/changes/<id:change_id>/authorize/",
-        views.authorize,
+        oauth.authorize,
         name="authorize",
     ),
     path(
         "connections/changes/<id:change_id>/status/",
-        views.change_status,
+        progress.change_status,
         name="change-status",
     ),
     path(
         "connections/checks/<id:check_id>/status/",
-        views.check_status,
+        progress.check_status,
         name="check-status",
     ),
+]
+
+# Under /orgs/, in the orgs namespace.
+org_urlpatterns = [
+    path("add/", wizard.ConnectionWizard.as_view(), name="add"),
+    path("<id:pk>/", org_page.org_detail, name="detail"),
+    path(
+        "<id:pk>/edit-connection/",
+        wizard.ConnectionWizard.as_view(),
+        name="edit-connection",
+    ),
+    path("<id:pk>/reauthorize/", org_page.org_reauthorize, name="reauthorize"),
+    path(
+        "<id:pk>/verify-permissions/",
+        org_page.org_verify_permissions,
+        name="verify-permissions",
+    ),
+]
+
+# Under /policies/, in the policies namespace.
+policy_urlpatterns = [
+    path("<id:pk>/edit/", org_page.policy_edit, name="edit"),
 ]

@@ -3,7 +3,8 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin
 
-from vbsf.admin import AuditedModelAdmin, SecretField
+from companies.admin import AuditedModelAdmin
+from vbsf.admin import SecretField
 
 from .models import BackupPolicy, SalesforceOrg
 

@@ -7,7 +7,7 @@ from django import forms
 from companies.models import Company
 from vbsf.forms import IdChoiceField
 
-from .models import ConnectionStatus
+from .models import BackupPolicy, ConnectionStatus
 
 
 class OrgFilterForm(forms.Form):
@@ -36,11 +36,19 @@ class OrgFilterForm(forms.Form):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.fields["company"].queryset = companies
 
+    def selector_filters(self) -> dict[str, object]:
+        """The valid filters as ``org_list`` arguments; none when invalid."""
+        data = self.cleaned_data if self.is_valid() else {}
+        return {
+            "status": data.get("status", ""),
+            "company_id": data["company"].pk if data.get("company") else None,
+            "search": data.get("q", ""),
+            "legacy_only": bool(data.get("legacy")),
+        }
+
 
 class BackupPolicyForm(forms.ModelForm):
     class Meta:
-        from .models import BackupPolicy
-
         model = BackupPolicy
         fields = ["name", "schedule", "enabled", "include_files", "retention_days"]
         labels = {"include_files": "Back up files and attachments"}
@@ -61,6 +69,21 @@ class OrgSettingsForm(forms.Form):
         "(its app must keep the openid scope).",
     )
     version = forms.IntegerField(widget=forms.HiddenInput, min_value=0, max_value=2**31)
+
+    @staticmethod
+    def initial_for(org: object) -> dict[str, object]:
+        return {
+            "alias": org.alias,  # type: ignore[attr-defined]
+            "is_identity_provider": org.is_identity_provider,  # type: ignore[attr-defined]
+            "version": org.version,  # type: ignore[attr-defined]
+        }
+
+    def service_args(self) -> dict[str, object]:
+        return {
+            "alias": self.cleaned_data["alias"],
+            "is_identity_provider": self.cleaned_data["is_identity_provider"],
+            "expected_version": self.cleaned_data["version"],
+        }
 
 
 class OrgUrlForm(forms.Form):

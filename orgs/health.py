@@ -1,5 +1,4 @@
-"""Keeping orgs connected: access tokens, health checks, URL drift,
-Edit organization URL verification.
+"""Health checks: is each org's connection still working?
 
 Called by Celery tasks (``orgs/tasks.py``); never from a web request.
 """
@@ -7,22 +6,17 @@ Called by Celery tasks (``orgs/tasks.py``); never from a web request.
 from __future__ import annotations
 
 import logging
-import secrets
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-from django.conf import settings
-from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
-from companies.audit import Actor, audit_record
 from connections import salesforce
-from connections.salesforce_urls import host_of, login_host_for
+from connections.salesforce.urls import host_of, login_host_for
 from vbsf import encryption
+from vbsf.queue import enqueue_on_commit
 
-from .models import BackupPolicy, ConnectionStatus, SalesforceOrg, UrlVerification
+from .models import ConnectionStatus, SalesforceOrg
+from .tokens import org_access_token
 
 logger = logging.getLogger(__name__)
 
@@ -38,109 +32,10 @@ PERMANENT = (
     salesforce.PermissionMissing,
     encryption.SecretUnavailable,
 )
-_FAILING = (ConnectionStatus.FAILED, ConnectionStatus.NEEDS_REAUTHORIZATION)
-TRANSIENT = (
-    salesforce.TransientError,
-    salesforce.HostUnreachable,
-    salesforce.RateLimited,
-    salesforce.MalformedResponse,
-)
+FAILING = (ConnectionStatus.FAILED, ConnectionStatus.NEEDS_REAUTHORIZATION)
 
 
-def _refresh_lock_ttl() -> int:
-    # As long as one refresh can take with its retries: a worker killed
-    # mid-refresh leaves the lock behind for no longer than that.
-    per_attempt = settings.SALESFORCE_CONNECT_TIMEOUT + settings.SALESFORCE_READ_TIMEOUT
-    return int(per_attempt * (1 + settings.SALESFORCE_MAX_RETRIES)) + 5
-
-
-@contextmanager
-def org_refresh_lock(org_id: int) -> Iterator[None]:
-    """One refresh of an org at a time, across workers.
-
-    A cache key, not a database row lock: the org row stays free for web
-    requests while a worker waits on Salesforce.
-    """
-    key = f"vbsf:org-refresh:{org_id}"
-    owner = secrets.token_hex(8)
-    ttl = _refresh_lock_ttl()
-    deadline = time.monotonic() + ttl
-    while not cache.add(key, owner, timeout=ttl):
-        if time.monotonic() > deadline:
-            raise salesforce.TransientError(
-                "Another refresh of this org is still running."
-            )
-        time.sleep(0.05)
-    try:
-        yield
-    finally:
-        if cache.get(key) == owner:
-            cache.delete(key)
-
-
-def org_access_token(
-    *,
-    org_id: int,
-    login_url: str | None = None,
-    org: SalesforceOrg | None = None,
-) -> salesforce.TokenSet:
-    """Refresh the org's access token with its stored app and refresh token.
-
-    Refreshes of one org are serialised, and a rotated refresh token is saved
-    with a conditional update: if Finish or a re-authorization replaced the
-    token meanwhile, their token wins.
-    """
-    with org_refresh_lock(org_id):
-        if org is None:
-            org = SalesforceOrg.objects.select_related("client_app").get(pk=org_id)
-        if org.client_app is None:
-            raise salesforce.InvalidGrant("This org has no client app.")
-        stored = org.refresh_token_encrypted
-        tokens = salesforce.refresh(
-            login_url=login_url or org.login_url,
-            client_id=org.client_app.consumer_key,
-            client_secret=org.client_app.get_consumer_secret(),
-            refresh_token=org.get_refresh_token(),
-            expected_org_id=org.org_id,
-        )
-        if tokens.refresh_token:
-            SalesforceOrg.objects.filter(
-                pk=org_id, refresh_token_encrypted=stored
-            ).update(
-                refresh_token_encrypted=encryption.encrypt(tokens.refresh_token),
-                refresh_token_fingerprint=encryption.fingerprint(tokens.refresh_token),
-                updated_at=timezone.now(),
-            )
-    return tokens
-
-
-def reason_for(exc: BaseException) -> str:
-    if isinstance(exc, salesforce.InvalidGrant):
-        description = getattr(exc, "description", "") or ""
-        if "expired" in description or "revoked" in description.lower():
-            return "The refresh token was revoked or expired at Salesforce."
-        return (
-            f"Salesforce refused the refresh token ({description or 'invalid grant'})."
-        )
-    if isinstance(exc, salesforce.InactiveUser):
-        return "The connected Salesforce user is inactive."
-    if isinstance(exc, salesforce.InactiveOrg):
-        return "Salesforce says the org is locked, closed or suspended."
-    if isinstance(exc, salesforce.InvalidClientSecret | salesforce.InvalidClient):
-        return "Salesforce no longer accepts the client app's credentials."
-    if isinstance(exc, salesforce.CredentialsNotActive):
-        return "Salesforce does not know the client app's consumer key any more."
-    if isinstance(exc, encryption.SecretUnavailable):
-        return f"A stored secret cannot be read: {exc}"
-    if isinstance(exc, salesforce.RateLimited):
-        return "Salesforce's API request limit is exhausted for this org."
-    if isinstance(exc, salesforce.HostUnreachable):
-        return "Salesforce did not answer at the org's URL."
-    message = getattr(exc, "message", "") or str(exc)
-    return message[:300] or exc.__class__.__name__
-
-
-def _set_status(
+def org_status_record(
     org_id: int,
     status: str,
     reason: str = "",
@@ -178,16 +73,10 @@ def _set_status(
             org.suggested_url = suggested_url
             fields.append("suggested_url")
         org.save(update_fields=fields)
-        if (old in _FAILING) != (status in _FAILING):
+        if (old in FAILING) != (status in FAILING):
             # Into or out of failure: let the company's alert digest decide.
-            from companies.tasks import evaluate_company_alerts
-
-            company_id = org.company_id
-            transaction.on_commit(
-                lambda: evaluate_company_alerts.apply_async(
-                    kwargs={"company_id": company_id}
-                ),
-                robust=True,
+            enqueue_on_commit(
+                "orgs.tasks.evaluate_company_alerts", company_id=org.company_id
             )
     return old, status
 
@@ -197,7 +86,7 @@ def org_health_check(*, org_id: int) -> str:
     the task to retry; records permanent ones as needs_reauthorization."""
     org = SalesforceOrg.objects.select_related("client_app").get(pk=org_id)
     if not org.has_refresh_token or org.client_app_id is None:
-        _set_status(
+        org_status_record(
             org_id,
             ConnectionStatus.NEEDS_REAUTHORIZATION,
             "No refresh token is stored: re-authorize the connection.",
@@ -213,7 +102,7 @@ def org_health_check(*, org_id: int) -> str:
                 org_id=org_id, login_url=login_host_for(org.org_type), org=org
             )
         if host_of(tokens.instance_url) != host_of(org.instance_url or org.login_url):
-            _set_status(
+            org_status_record(
                 org_id,
                 ConnectionStatus.URL_CHANGED,
                 f"Salesforce now answers at {host_of(tokens.instance_url)}",
@@ -226,19 +115,25 @@ def org_health_check(*, org_id: int) -> str:
             expected_org_id=org.org_id,
         )
     except PERMANENT as exc:
-        _set_status(org_id, ConnectionStatus.NEEDS_REAUTHORIZATION, reason_for(exc))
+        org_status_record(
+            org_id,
+            ConnectionStatus.NEEDS_REAUTHORIZATION,
+            salesforce.connection_problem(exc),
+        )
         return ConnectionStatus.NEEDS_REAUTHORIZATION
     except salesforce.OrgMismatch:
-        _set_status(
+        org_status_record(
             org_id,
             ConnectionStatus.NEEDS_REAUTHORIZATION,
             "The stored tokens open a different org: re-authorize the connection.",
         )
         return ConnectionStatus.NEEDS_REAUTHORIZATION
     except salesforce.UnsafeUrl as exc:
-        _set_status(org_id, ConnectionStatus.FAILED, reason_for(exc))
+        org_status_record(
+            org_id, ConnectionStatus.FAILED, salesforce.connection_problem(exc)
+        )
         return ConnectionStatus.FAILED
-    _set_status(
+    org_status_record(
         org_id,
         ConnectionStatus.CONNECTED,
         "",
@@ -250,138 +145,23 @@ def org_health_check(*, org_id: int) -> str:
 
 def org_health_failed(*, org_id: int, exc: BaseException, attempts: int) -> None:
     """Transient failures outlived their retries: the org is failed."""
-    _set_status(
+    org_status_record(
         org_id,
         ConnectionStatus.FAILED,
-        f"{reason_for(exc)} ({attempts} attempts)",
-    )
-
-
-# --- Edit organization URL --------------------------------------------------
-
-
-def url_verification_run(*, verification_id: int) -> str:
-    """Check the new URL with the org's own tokens before saving anything."""
-    verification = UrlVerification.objects.select_related("org").get(pk=verification_id)
-    if verification.state != UrlVerification.State.RUNNING:
-        return "skipped"
-    org = verification.org
-    new_url = verification.new_url
-    try:
-        tokens = org_access_token(org_id=org.pk, login_url=new_url)
-        salesforce.check_org(
-            instance_url=new_url,
-            access_token=tokens.access_token,
-            expected_org_id=org.org_id,
-        )
-    except salesforce.OrgMismatch as exc:
-        return _url_refused(
-            verification_id,
-            f"{new_url} belongs to another Salesforce org "
-            f"({getattr(exc, 'actual_org_id', 'unknown')}), not {org.org_id}.",
-        )
-    except (salesforce.SessionInvalid, salesforce.InvalidGrant):
-        return _url_refused(
-            verification_id,
-            f"{new_url} answers, but not for this org: its tokens are not valid "
-            "there. Check the URL, or re-authorize the connection.",
-        )
-    except salesforce.UnsafeUrl:
-        return _url_refused(verification_id, f"{new_url} is not a Salesforce host.")
-    except salesforce.HostUnreachable:
-        return _url_refused(
-            verification_id,
-            f"{new_url} does not answer as a Salesforce org. Check the URL in "
-            "Salesforce Setup → My Domain.",
-        )
-    except PERMANENT as exc:
-        return _url_refused(verification_id, reason_for(exc))
-    _url_apply(verification_id, tokens)
-    return "applied"
-
-
-def _url_refused(verification_id: int, message: str) -> str:
-    UrlVerification.objects.filter(pk=verification_id).update(
-        state=UrlVerification.State.FAILED,
-        message=message[:500],
-        finished_at=timezone.now(),
-    )
-    return "refused"
-
-
-def url_verification_gave_up(*, verification_id: int, exc: BaseException) -> None:
-    _url_refused(
-        verification_id,
-        f"Salesforce did not answer at the new URL ({reason_for(exc)}). Nothing "
-        "was changed; try again later.",
-    )
-
-
-@transaction.atomic
-def _url_apply(verification_id: int, tokens: salesforce.TokenSet) -> None:
-    from .services import org_snapshot
-
-    verification = UrlVerification.objects.select_for_update().get(pk=verification_id)
-    if verification.state != UrlVerification.State.RUNNING:
-        return
-    org = (
-        SalesforceOrg.objects.select_for_update(of=("self",))
-        .select_related("company", "client_app")
-        .get(pk=verification.org_id)
-    )
-    before = org_snapshot(org)
-    org.login_url = verification.new_url
-    org.instance_url = verification.new_url
-    org.status = ConnectionStatus.CONNECTED
-    org.status_reason = ""
-    org.status_changed_at = timezone.now()
-    org.suggested_url = ""
-    org.last_checked_at = timezone.now()
-    org.version += 1
-    org.save()
-    BackupPolicy.objects.filter(org=org).update(org_url=org.login_url)
-    verification.state = UrlVerification.State.SUCCEEDED
-    verification.message = f"{org.label} now uses {org.login_url}."
-    verification.finished_at = timezone.now()
-    verification.save()
-    audit_record(
-        actor=Actor(
-            user=verification.requested_by, ip_address=verification.requested_from
-        ),
-        action="org.url_change",
-        org=org,
-        summary=f"Organization URL of {org.label} changed to {org.login_url}",
-        before=before,
-        after=org_snapshot(org),
+        f"{salesforce.connection_problem(exc)} ({attempts} attempts)",
     )
 
 
 def health_check_targets() -> list[int]:
     return list(
-        SalesforceOrg.objects.exclude(refresh_token_encrypted="")
+        SalesforceOrg.objects.with_refresh_token()
         .order_by("pk")
         .values_list("pk", flat=True)
     )
 
 
-def url_verifications_resume() -> int:
-    """Beat safety net: a verification whose message was lost is sent again
-    (the run is idempotent); one that keeps getting lost ends refused."""
-    from datetime import timedelta
-
-    from .tasks import verify_org_url
-
-    now = timezone.now()
-    running = UrlVerification.objects.filter(state=UrlVerification.State.RUNNING)
-    given_up = running.filter(created_at__lt=now - timedelta(minutes=30)).update(
-        state=UrlVerification.State.FAILED,
-        message="The check was interrupted; nothing was changed. Apply again.",
-        finished_at=now,
-    )
-    resent = 0
-    for verification_id in running.filter(
-        created_at__lt=now - timedelta(minutes=6)
-    ).values_list("pk", flat=True):
-        verify_org_url.apply_async(kwargs={"verification_id": verification_id})
-        resent += 1
-    return given_up + resent
+def orgs_check_now(*, org_ids: list[int]) -> int:
+    """Queue health checks for these orgs (the operator's "Check again")."""
+    for org_id in org_ids:
+        enqueue_on_commit("orgs.tasks.check_org_health", org_id=org_id)
+    return len(org_ids)

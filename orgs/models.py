@@ -7,12 +7,11 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.urls import reverse
 
+from connections.salesforce.urls import InvalidSalesforceId, to_18
 from vbsf import encryption
 
 
 def validate_org_id(value: str) -> None:
-    from connections.salesforce_urls import InvalidSalesforceId, to_18
-
     try:
         normalized = to_18(value)
     except InvalidSalesforceId as exc:
@@ -70,6 +69,11 @@ FIX_HINTS = {
 }
 
 
+class SalesforceOrgQuerySet(models.QuerySet):
+    def with_refresh_token(self) -> SalesforceOrgQuerySet:
+        return self.exclude(refresh_token_encrypted="")
+
+
 class SalesforceOrg(models.Model):
     """One Salesforce org the backup service protects, and how it connects."""
 
@@ -124,6 +128,8 @@ class SalesforceOrg(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = SalesforceOrgQuerySet.as_manager()
+
     class Meta:
         ordering = ["alias", "org_id"]
         verbose_name = "Salesforce org"
@@ -165,13 +171,20 @@ class SalesforceOrg(models.Model):
     def has_refresh_token(self) -> bool:
         return bool(self.refresh_token_encrypted)
 
-    def set_refresh_token(self, token: str | None) -> None:
+    def set_refresh_token(self, token: str | None) -> str:
+        """Set the stored refresh token and its fingerprint on this instance.
+
+        Only ``orgs.tokens.org_refresh_token_store`` calls it (and org
+        creation); returns the encrypted token it replaces, for revocation.
+        """
+        replaced = self.refresh_token_encrypted
         if token:
             self.refresh_token_encrypted = encryption.encrypt(token)
             self.refresh_token_fingerprint = encryption.fingerprint(token)
         else:
             self.refresh_token_encrypted = ""
             self.refresh_token_fingerprint = ""
+        return replaced
 
     def get_refresh_token(self) -> str:
         """Decrypt the refresh token; raises ``SecretUnavailable``."""
@@ -218,7 +231,7 @@ class BackupPolicy(models.Model):
         return self.name
 
     def get_absolute_url(self) -> str:
-        return reverse("orgs:policy-edit", args=[self.pk])
+        return reverse("policies:edit", args=[self.pk])
 
 
 class UrlVerification(models.Model):

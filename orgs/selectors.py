@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from django.db.models import Count, Q, QuerySet
-from django.shortcuts import get_object_or_404
+
+from companies.access import Capability, get_object_for
 
 from .models import NEEDS_ATTENTION, BackupPolicy, ConnectionStatus, SalesforceOrg
 
@@ -41,10 +42,44 @@ def org_list(
     return qs.order_by("alias", "org_id")
 
 
-def org_get(*, access: AccessProfile, pk: int) -> SalesforceOrg:
-    """One org the user may see, or 404 (other companies' orgs do not exist)."""
-    qs = access.scope(SalesforceOrg.objects.select_related("company", "client_app"))
-    return get_object_or_404(qs, pk=pk)
+def org_get(
+    *, access: AccessProfile, pk: int, capability: Capability = Capability.VIEW
+) -> SalesforceOrg:
+    """One org the user may act on: 404 for other companies' orgs (they do
+    not exist for the user), 403 when the role does not allow the action."""
+    return get_object_for(
+        access,
+        SalesforceOrg.objects.select_related("company", "client_app"),
+        capability=capability,
+        pk=pk,
+    )
+
+
+def policy_get(
+    *, access: AccessProfile, pk: int, capability: Capability = Capability.VIEW
+) -> BackupPolicy:
+    return get_object_for(
+        access,
+        policy_list(access=access),
+        capability=capability,
+        company_field="org__company",
+        pk=pk,
+    )
+
+
+def latest_url_verification(*, org: SalesforceOrg) -> object:
+    return org.url_verifications.order_by("-created_at", "-id").first()
+
+
+def queue_orgs(*, access: AccessProfile) -> QuerySet[SalesforceOrg]:
+    """The operator queue: orgs needing a person where the user may act."""
+    return orgs_needing_attention(access=access).filter(
+        access.company_q(Capability.RUN_CHECKS)
+    )
+
+
+def attention_count(*, access: AccessProfile) -> int:
+    return queue_orgs(access=access).count()
 
 
 def org_status_counts(*, access: AccessProfile) -> dict[str, int]:

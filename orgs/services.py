@@ -3,7 +3,7 @@ records exactly one audit event."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -11,8 +11,7 @@ from django.utils import timezone
 
 from companies.audit import Actor, audit_record
 from companies.models import Company
-from connections.models import ExternalClientApp
-from connections.salesforce_urls import (
+from connections.salesforce.urls import (
     InvalidSalesforceId,
     InvalidSalesforceUrl,
     normalize_org_url,
@@ -20,6 +19,11 @@ from connections.salesforce_urls import (
 )
 
 from .models import BackupPolicy, ConnectionStatus, OrgType, SalesforceOrg
+from .tokens import org_refresh_token_store
+
+if TYPE_CHECKING:
+    # Only for the annotation: orgs never imports connections at run time.
+    from connections.models import ExternalClientApp
 
 
 class ConcurrentChange(Exception):
@@ -102,7 +106,7 @@ def org_create(
         status_reason=status_reason,
         status_changed_at=timezone.now(),
     )
-    org.set_refresh_token(refresh_token)
+    org_refresh_token_store(org=org, token=refresh_token)
     org.full_clean()
     org.save()
     if create_policy:
@@ -124,11 +128,14 @@ def org_create(
     return org
 
 
-def _locked(org: SalesforceOrg, expected_version: int | None) -> SalesforceOrg:
+def org_locked(org: SalesforceOrg | int, expected_version: int | None) -> SalesforceOrg:
+    """The org row (an org or its pk), locked for this transaction;
+    ``ConcurrentChange`` when its version is no longer the one the user
+    loaded."""
     current = (
         SalesforceOrg.objects.select_for_update(of=("self",))
         .select_related("company", "client_app")
-        .get(pk=org.pk)
+        .get(pk=org if isinstance(org, int) else org.pk)
     )
     if expected_version is not None and current.version != expected_version:
         raise ConcurrentChange(ConcurrentChange.message)
@@ -144,7 +151,7 @@ def org_update(
     is_identity_provider: bool | None = None,
     expected_version: int | None = None,
 ) -> SalesforceOrg:
-    org = _locked(org, expected_version)
+    org = org_locked(org, expected_version)
     before = org_snapshot(org) | {"is_identity_provider": org.is_identity_provider}
     org.alias = alias.strip() or org.org_id
     if is_identity_provider is not None and is_identity_provider:
@@ -173,7 +180,7 @@ def orgs_move(*, actor: Actor, orgs: list[SalesforceOrg], to_company: Company) -
     """Move orgs to another company: one audit event per org moved."""
     moved = 0
     for org in orgs:
-        locked = _locked(org, None)
+        locked = org_locked(org, None)
         if locked.company_id == to_company.pk:
             continue
         before = org_snapshot(locked)
@@ -221,51 +228,3 @@ def policy_update(
         after=after,
     )
     return policy
-
-
-@transaction.atomic
-def org_url_verification_start(
-    *, actor: Actor, org: SalesforceOrg, new_url: str
-) -> Any:
-    """Edit organization URL: validate, then let a task prove the URL before
-    anything is saved."""
-    from .models import UrlVerification
-    from .tasks import verify_org_url
-
-    try:
-        normalized = normalize_org_url(new_url)
-    except InvalidSalesforceUrl as exc:
-        raise ValidationError({"new_url": str(exc)}) from None
-    org = _locked(org, None)
-    if normalized == org.login_url and org.status != ConnectionStatus.URL_CHANGED:
-        raise ValidationError({"new_url": "That is already the org's URL."})
-    if org.url_verifications.filter(state=UrlVerification.State.RUNNING).exists():
-        raise ValidationError(
-            {"new_url": "A check of a new URL is already running for this org."}
-        )
-    verification = UrlVerification.objects.create(
-        org=org,
-        requested_by=actor.user if actor.user and actor.user.is_authenticated else None,
-        requested_from=actor.ip_address,
-        new_url=normalized,
-        started_version=org.version,
-    )
-    transaction.on_commit(
-        lambda: verify_org_url.apply_async(kwargs={"verification_id": verification.pk}),
-        robust=True,
-    )
-    return verification
-
-
-def orgs_check_now(*, org_ids: list[int]) -> int:
-    """Queue health checks for these orgs (the operator's "Check again")."""
-    from .tasks import check_org_health
-
-    for org_id in org_ids:
-        transaction.on_commit(
-            lambda org_id=org_id: check_org_health.apply_async(
-                kwargs={"org_id": org_id}
-            ),
-            robust=True,
-        )
-    return len(org_ids)

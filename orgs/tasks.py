@@ -1,4 +1,8 @@
-"""Celery tasks for orgs: thin, idempotent, IDs only."""
+"""Celery tasks for orgs: thin, idempotent, IDs only.
+
+Each task calls one service; retries of transient Salesforce failures live
+here, with backoff and jitter, and the service records the final outcome.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,14 @@ import random
 from celery import shared_task
 from django.conf import settings
 
-from . import health
+from connections.salesforce import TRANSIENT_ERRORS
+
+from . import alerts, health, url_change
 
 MAX_HEALTH_RETRIES = 3
 
 
-def _backoff(retries: int) -> float:
+def backoff_seconds(retries: int) -> float:
     # Exponential backoff with full jitter, so a Salesforce outage does not
     # bring every org back at the same second.
     base = settings.HEALTH_RETRY_BACKOFF_SECONDS
@@ -25,13 +31,15 @@ def _backoff(retries: int) -> float:
 def check_org_health(self, *, org_id: int) -> None:
     try:
         health.org_health_check(org_id=org_id)
-    except health.TRANSIENT as exc:
+    except TRANSIENT_ERRORS as exc:
         if self.request.retries >= self.max_retries:
             health.org_health_failed(
                 org_id=org_id, exc=exc, attempts=self.request.retries + 1
             )
             return
-        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from None
+        raise self.retry(
+            exc=exc, countdown=backoff_seconds(self.request.retries)
+        ) from None
 
 
 @shared_task(ignore_result=True)
@@ -57,16 +65,28 @@ def check_all_orgs(*, spread: bool = True) -> int:
 @shared_task(bind=True, ignore_result=True, acks_late=True, max_retries=3)
 def verify_org_url(self, *, verification_id: int) -> None:
     try:
-        health.url_verification_run(verification_id=verification_id)
-    except health.TRANSIENT as exc:
+        url_change.url_verification_run(verification_id=verification_id)
+    except TRANSIENT_ERRORS as exc:
         if self.request.retries >= self.max_retries:
-            health.url_verification_gave_up(verification_id=verification_id, exc=exc)
+            url_change.url_verification_gave_up(
+                verification_id=verification_id, exc=exc
+            )
             return
         raise self.retry(
-            exc=exc, countdown=_backoff(self.request.retries) / 5
+            exc=exc, countdown=backoff_seconds(self.request.retries) / 5
         ) from None
 
 
 @shared_task(ignore_result=True)
 def resume_url_verifications() -> None:
-    health.url_verifications_resume()
+    url_change.url_verifications_resume()
+
+
+@shared_task(ignore_result=True)
+def send_alert_digests() -> None:
+    alerts.alerts_evaluate_all()
+
+
+@shared_task(ignore_result=True)
+def evaluate_company_alerts(*, company_id: int) -> None:
+    alerts.alerts_evaluate(company_id=company_id)

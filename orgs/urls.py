@@ -1,23 +1,18 @@
+"""Org URLs. ``vbsf/urls.py`` mounts ``urlpatterns`` under /orgs/ (the orgs
+namespace), ``policy_urlpatterns`` under /policies/ and
+``company_urlpatterns`` under /companies/, beside the routes of the apps
+that share those prefixes."""
+
 from django.urls import path
 
-from connections import views as connection_views
+from vbsf import converters  # noqa: F401  (registers <id:...>)
 
 from . import views
 
-app_name = "orgs"
-
 urlpatterns = [
     path("", views.org_index, name="list"),
-    path("add/", connection_views.ConnectionWizard.as_view(), name="add"),
     path("queue/", views.operator_queue, name="queue"),
-    path("<id:pk>/", views.org_detail, name="detail"),
-    path(
-        "<id:pk>/edit-connection/",
-        connection_views.ConnectionWizard.as_view(),
-        name="edit-connection",
-    ),
     path("<id:pk>/settings/", views.org_settings, name="settings"),
-    path("<id:pk>/reauthorize/", views.org_reauthorize, name="reauthorize"),
     path("<id:pk>/edit-url/", views.org_edit_url, name="edit-url"),
     path(
         "<id:pk>/edit-url/<id:verification_id>/status/",
@@ -25,9 +20,12 @@ urlpatterns = [
         name="url-status",
     ),
     path("<id:pk>/check/", views.org_check_now, name="check"),
-    path(
-        "<id:pk>/verify-permissions/",
-        connection_views.org_verify_permissions,
-        name="verify-permissions",
-    ),
+]
+
+policy_urlpatterns = [
+    path("", views.policy_index, name="list"),
+]
+
+company_urlpatterns = [
+    path("<id:pk>/move-orgs/", views.company_orgs_move, name="move-orgs"),
 ]

@@ -1,40 +1,31 @@
-"""Dashboard, the org list and the org page."""
+"""Dashboard, the org list, the operator queue and the org actions that need
+no connection: settings, Edit organization URL, Check now, moves, policies.
+
+Each view authorises (through ``selectors.org_get`` and friends), binds its
+form, calls one service and redirects.
+"""
 
 from __future__ import annotations
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from companies.access import Capability
+from companies.access import Capability, get_object_for
 from companies.audit import Actor
 from companies.decorators import require_capability
-from companies.models import AuditEvent
-from connections.selectors import (
-    latest_org_check,
-    permission_drift,
-    previous_done_check,
-)
+from companies.forms import MoveOrgsForm
+from companies.models import Company
 
 from . import selectors
-from .forms import (
-    BackupPolicyForm,
-    OrgFilterForm,
-    OrgSettingsForm,
-    OrgUrlForm,
-    QueueSelectionForm,
-)
-from .models import BackupPolicy, ConnectionStatus
-from .services import (
-    ConcurrentChange,
-    org_update,
-    org_url_verification_start,
-    orgs_check_now,
-    policy_update,
-)
+from .forms import OrgFilterForm, OrgSettingsForm, OrgUrlForm, QueueSelectionForm
+from .health import orgs_check_now
+from .models import ConnectionStatus
+from .services import ConcurrentChange, org_update, orgs_move
+from .url_change import org_url_change_start
 
 PAGE_SIZE = 50
 
@@ -61,14 +52,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 def org_index(request: HttpRequest) -> HttpResponse:
     access = request.access  # type: ignore[attr-defined]
     form = OrgFilterForm(request.GET or None, companies=access.companies())
-    filters = form.cleaned_data if form.is_valid() else {}
-    orgs = selectors.org_list(
-        access=access,
-        status=filters.get("status", ""),
-        company_id=filters["company"].pk if filters.get("company") else None,
-        search=filters.get("q", ""),
-        legacy_only=bool(filters.get("legacy")),
-    )
+    orgs = selectors.org_list(access=access, **form.selector_filters())
     page = Paginator(orgs, PAGE_SIZE).get_page(request.GET.get("page"))
     querystring = request.GET.copy()
     querystring.pop("page", None)
@@ -83,204 +67,31 @@ def org_index(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @require_capability(Capability.VIEW)
-def org_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    access = request.access  # type: ignore[attr-defined]
-    org = selectors.org_get(access=access, pk=pk)
-    history = AuditEvent.objects.filter(org=org).order_by("-created_at", "-id")[:25]
-    check = latest_org_check(org=org)
-    previous = previous_done_check(check=check) if check else None
-    last_change = (
-        org.connection_changes.exclude(kind="reauthorize")
-        .order_by("-created_at")
-        .first()
-    )
-    reauthorization = (
-        org.connection_changes.filter(kind="reauthorize")
-        .order_by("-created_at")
-        .first()
-    )
-    context = {
-        "check": check,
-        "drift": permission_drift(current=check, previous=previous) if check else [],
-        "open_change": last_change if last_change and last_change.is_open else None,
-        "last_change": last_change,
-        "reauthorization": reauthorization,
-        "url_verification": org.url_verifications.order_by(
-            "-created_at", "-id"
-        ).first(),
-        "settings_form": OrgSettingsForm(
-            initial={
-                "alias": org.alias,
-                "is_identity_provider": org.is_identity_provider,
-                "version": org.version,
-            }
-        ),
-        "org": org,
-        "policy": getattr(org, "backup_policy", None),
-        "history": history,
-        "can": {
-            "edit_connection": access.can(Capability.EDIT_CONNECTION, org.company_id),
-            "reauthorize": access.can(Capability.REAUTHORIZE, org.company_id),
-            "edit_org_url": access.can(Capability.EDIT_ORG_URL, org.company_id),
-            "verify_permissions": access.can(
-                Capability.VERIFY_PERMISSIONS, org.company_id
-            ),
-            "run_checks": access.can(Capability.RUN_CHECKS, org.company_id),
-        },
-    }
-    return render(request, "orgs/detail.html", context)
-
-
-@require_GET
-@require_capability(Capability.VIEW)
 def policy_index(request: HttpRequest) -> HttpResponse:
     policies = selectors.policy_list(access=request.access)  # type: ignore[attr-defined]
     page = Paginator(policies, PAGE_SIZE).get_page(request.GET.get("page"))
     return render(request, "orgs/policy_list.html", {"page": page})
 
 
-@require_http_methods(["GET", "POST"])
-@require_capability(Capability.EDIT_CONNECTION)
-def policy_edit(request: HttpRequest, pk: int) -> HttpResponse:
-    """Edit a backup policy; its connection section stages a client-app
-    change through the same service as Edit Connection."""
-    from connections.forms import CredentialsForm
-    from connections.selectors import open_change_for
-    from connections.services import (
-        ChangeError,
-        connection_change_apply,
-        connection_change_start,
-        permission_check_start,
-    )
-
-    access = request.access  # type: ignore[attr-defined]
-    policy = get_object_or_404(selectors.policy_list(access=access), pk=pk)
-    org = policy.org
-    if not access.can(Capability.EDIT_CONNECTION, org.company_id):
-        raise PermissionDenied
-    actor = Actor.from_request(request)
-    form = BackupPolicyForm(instance=policy)
-    credentials = CredentialsForm(prefix="credentials")
-    change = open_change_for(org=org, user=request.user)
-    if request.method == "POST":
-        try:
-            if "save_policy" in request.POST:
-                form = BackupPolicyForm(
-                    request.POST, instance=BackupPolicy.objects.get(pk=policy.pk)
-                )
-                if form.is_valid():
-                    policy_update(actor=actor, policy=policy, data=form.cleaned_data)
-                    messages.success(request, "Backup policy saved.")
-                    return redirect("policies:edit", pk=policy.pk)
-            elif "save_credentials" in request.POST:
-                credentials = CredentialsForm(request.POST, prefix="credentials")
-                if credentials.is_valid():
-                    connection_change_start(
-                        actor=actor,
-                        org=org,
-                        consumer_key=credentials.cleaned_data["consumer_key"],
-                        consumer_secret=credentials.cleaned_data["consumer_secret"],
-                        app_name=credentials.cleaned_data.get("app_name", ""),
-                    )
-                    messages.success(
-                        request,
-                        "Saved; waiting for Salesforce to activate the new app.",
-                    )
-                    return redirect("policies:edit", pk=policy.pk)
-            elif "verify_permissions" in request.POST and change is not None:
-                permission_check_start(actor=actor, change=change)
-                return redirect("policies:edit", pk=policy.pk)
-            elif "apply_change" in request.POST and change is not None:
-                check = change.permission_checks.order_by("-created_at", "-id").first()
-                if check is None or not check.backup_ok:
-                    raise ChangeError(
-                        "Verify permissions first: backup permissions must all be granted."
-                    )
-                connection_change_apply(
-                    actor=actor,
-                    change=change,
-                    company=org.company,
-                    permission_check=check,
-                )
-                messages.success(request, f"{org.label} now uses the new client app.")
-                return redirect("policies:edit", pk=policy.pk)
-        except ValidationError as exc:
-            for field, errors in exc.message_dict.items():
-                credentials.add_error(
-                    field if field in credentials.fields else None, errors
-                )
-        except (ChangeError, ConcurrentChange) as exc:
-            messages.error(request, str(exc))
-            return redirect("policies:edit", pk=policy.pk)
-    check = (
-        change.permission_checks.order_by("-created_at", "-id").first()
-        if change
-        else None
-    )
-    context = {
-        "policy": policy,
-        "org": org,
-        "form": form,
-        "credentials_form": credentials,
-        "change": change,
-        "check": check,
-    }
-    return render(request, "orgs/policy_edit.html", context)
-
-
 @require_http_methods(["POST"])
 @require_capability(Capability.EDIT_CONNECTION)
 def org_settings(request: HttpRequest, pk: int) -> HttpResponse:
-    access = request.access  # type: ignore[attr-defined]
-    org = selectors.org_get(access=access, pk=pk)
-    if not access.can(Capability.EDIT_CONNECTION, org.company_id):
-        raise PermissionDenied
+    org = selectors.org_get(
+        access=request.access,  # type: ignore[attr-defined]
+        pk=pk,
+        capability=Capability.EDIT_CONNECTION,
+    )
     form = OrgSettingsForm(request.POST)
     if not form.is_valid():
         messages.error(request, "The settings form was not valid; nothing changed.")
         return redirect(org.get_absolute_url())
     try:
-        org_update(
-            actor=Actor.from_request(request),
-            org=org,
-            alias=form.cleaned_data["alias"],
-            is_identity_provider=form.cleaned_data["is_identity_provider"],
-            expected_version=form.cleaned_data["version"],
-        )
-    except ConcurrentChange as exc:
-        messages.error(request, str(exc))
-    except ValidationError as exc:
-        messages.error(request, " ".join(exc.messages))
+        org_update(actor=Actor.from_request(request), org=org, **form.service_args())
+    except (ConcurrentChange, ValidationError) as exc:
+        messages.error(request, " ".join(getattr(exc, "messages", [str(exc)])))
     else:
         messages.success(request, "Organization settings saved.")
     return redirect(org.get_absolute_url())
-
-
-@require_http_methods(["POST"])
-@require_capability(Capability.REAUTHORIZE)
-def org_reauthorize(request: HttpRequest, pk: int) -> HttpResponse:
-    """Re-authorize connection: straight to the Salesforce login."""
-    from connections import oauth_flows
-    from connections.reauthorization import reauthorization_start
-    from connections.services import ChangeError
-
-    access = request.access  # type: ignore[attr-defined]
-    org = selectors.org_get(access=access, pk=pk)
-    if not access.can(Capability.REAUTHORIZE, org.company_id):
-        raise PermissionDenied
-    try:
-        change, auth = reauthorization_start(actor=Actor.from_request(request), org=org)
-    except ChangeError as exc:
-        messages.error(request, str(exc))
-        return redirect(org.get_absolute_url())
-    oauth_flows.remember(
-        request,
-        state=auth.state,
-        purpose="reauthorize",
-        change=change.pk,
-        back=org.get_absolute_url(),
-    )
-    return HttpResponseRedirect(auth.url)
 
 
 @require_http_methods(["GET", "POST"])
@@ -288,15 +99,12 @@ def org_reauthorize(request: HttpRequest, pk: int) -> HttpResponse:
 def org_edit_url(request: HttpRequest, pk: int) -> HttpResponse:
     """Edit organization URL: checked by a task before it is saved."""
     access = request.access  # type: ignore[attr-defined]
-    org = selectors.org_get(access=access, pk=pk)
-    if not access.can(Capability.EDIT_ORG_URL, org.company_id):
-        raise PermissionDenied
-    form = OrgUrlForm(
-        request.POST or None, initial={"new_url": org.suggested_url or org.login_url}
-    )
+    org = selectors.org_get(access=access, pk=pk, capability=Capability.EDIT_ORG_URL)
+    initial = {"new_url": org.suggested_url or org.login_url}
+    form = OrgUrlForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
-            org_url_verification_start(
+            org_url_change_start(
                 actor=Actor.from_request(request),
                 org=org,
                 new_url=form.cleaned_data["new_url"],
@@ -306,12 +114,9 @@ def org_edit_url(request: HttpRequest, pk: int) -> HttpResponse:
         else:
             messages.info(request, "Checking the new URL with Salesforce…")
             return redirect("orgs:edit-url", pk=org.pk)
-    latest = org.url_verifications.order_by("-created_at", "-id").first()
-    return render(
-        request,
-        "orgs/edit_url.html",
-        {"org": org, "form": form, "verification": latest},
-    )
+    verification = selectors.latest_url_verification(org=org)
+    context = {"org": org, "form": form, "verification": verification}
+    return render(request, "orgs/edit_url.html", context)
 
 
 @require_GET
@@ -321,20 +126,18 @@ def url_verification_status(
 ) -> HttpResponse:
     org = selectors.org_get(access=request.access, pk=pk)  # type: ignore[attr-defined]
     verification = get_object_or_404(org.url_verifications, pk=verification_id)
-    return render(
-        request,
-        "orgs/_url_verification.html",
-        {"org": org, "verification": verification},
-    )
+    context = {"org": org, "verification": verification}
+    return render(request, "orgs/_url_verification.html", context)
 
 
 @require_http_methods(["POST"])
 @require_capability(Capability.RUN_CHECKS)
 def org_check_now(request: HttpRequest, pk: int) -> HttpResponse:
-    access = request.access  # type: ignore[attr-defined]
-    org = selectors.org_get(access=access, pk=pk)
-    if not access.can(Capability.RUN_CHECKS, org.company_id):
-        raise PermissionDenied
+    org = selectors.org_get(
+        access=request.access,  # type: ignore[attr-defined]
+        pk=pk,
+        capability=Capability.RUN_CHECKS,
+    )
     orgs_check_now(org_ids=[org.pk])
     messages.info(request, "Checking the connection with Salesforce…")
     return redirect(org.get_absolute_url())
@@ -345,20 +148,9 @@ def org_check_now(request: HttpRequest, pk: int) -> HttpResponse:
 def operator_queue(request: HttpRequest) -> HttpResponse:
     """Orgs that need a person, oldest first, each with its fixing button."""
     access = request.access  # type: ignore[attr-defined]
-    orgs = selectors.orgs_needing_attention(access=access).filter(
-        access.company_q(Capability.RUN_CHECKS)
-    )
+    orgs = selectors.queue_orgs(access=access)
     if request.method == "POST":
-        form = QueueSelectionForm(request.POST, org_ids=[o.pk for o in orgs])
-        if form.is_valid():
-            count = orgs_check_now(org_ids=form.cleaned_data["orgs"])
-            messages.success(
-                request, f"Checking {count} org{'s' if count != 1 else ''} again."
-            )
-        else:
-            for error in form.errors.get("orgs", []):
-                messages.error(request, error)
-        return redirect("orgs:queue")
+        return _queue_check_again(request, [o.pk for o in orgs])
     page = Paginator(orgs, PAGE_SIZE).get_page(request.GET.get("page"))
     context = {
         "page": page,
@@ -367,3 +159,42 @@ def operator_queue(request: HttpRequest) -> HttpResponse:
         "can_verify": access.can(Capability.VERIFY_PERMISSIONS),
     }
     return render(request, "orgs/queue.html", context)
+
+
+def _queue_check_again(request: HttpRequest, org_ids: list[int]) -> HttpResponse:
+    form = QueueSelectionForm(request.POST, org_ids=org_ids)
+    if form.is_valid():
+        count = orgs_check_now(org_ids=form.cleaned_data["orgs"])
+        messages.success(
+            request, f"Checking {count} org{'s' if count != 1 else ''} again."
+        )
+    else:
+        for error in form.errors.get("orgs", []):
+            messages.error(request, error)
+    return redirect("orgs:queue")
+
+
+@require_http_methods(["POST"])
+@require_capability(Capability.MANAGE_COMPANIES)
+def company_orgs_move(request: HttpRequest, pk: int) -> HttpResponse:
+    """Move orgs of a company to another one (from the company page)."""
+    company = get_object_for(
+        request.access,  # type: ignore[attr-defined]
+        Company.objects.all(),
+        capability=Capability.MANAGE_COMPANIES,
+        company_field="",
+        pk=pk,
+    )
+    form = MoveOrgsForm(request.POST, company=company)
+    if not form.is_valid():
+        for error in form.error_list():
+            messages.error(request, error)
+        return redirect("companies:detail", pk=company.pk)
+    to_company = form.cleaned_data["to_company"]
+    moved = orgs_move(
+        actor=Actor.from_request(request),
+        orgs=list(form.cleaned_data["orgs"]),
+        to_company=to_company,
+    )
+    messages.success(request, f"Moved {moved} org(s) to {to_company}.")
+    return redirect("companies:detail", pk=company.pk)

@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 
 from companies.models import Company, RoleGrant
 from connections.models import ExternalClientApp
-from connections.salesforce_urls import to_18
+from connections.salesforce.urls import to_18
 from orgs.models import BackupPolicy, ConnectionStatus, SalesforceOrg
 
 

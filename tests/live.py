@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +16,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.db import connection
 
+from tests.processes import CeleryWorkerProcess
 from tests.sfsim_fixture import start_simulator, stop_simulator
 from tests.simclient import Sim
 
@@ -76,69 +75,8 @@ def _purge_broker() -> None:
             conn.default_channel.queue_purge("celery")
 
 
-class Worker:
+class Worker(CeleryWorkerProcess):
     """A real ``celery worker`` process against the test database."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        # Lives as long as the worker process; closed by the OS at exit.
-        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115
-            "w+", prefix="worker-", suffix=".log", delete=False
-        )
-        self.process: subprocess.Popen[str] | None = None
-
-    def start(self, timeout: float = 60) -> None:
-        self.log.seek(0)
-        self.log.truncate()
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "vbsf",
-                "worker",
-                "--pool",
-                "threads",
-                "--concurrency",
-                "4",
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited:\n{self.output()[-3000:]}")
-            if " ready." in self.output():
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"worker not ready:\n{self.output()[-3000:]}")
-
-    def output(self) -> str:
-        self.log.flush()
-        return Path(self.log.name).read_text()
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @pytest.fixture(scope="session")

@@ -47,7 +47,7 @@ class Sim:
         permissions: list[str] | None = None,
         license: str = "Salesforce",
     ) -> str:
-        from orgs.demo import ALL_PERMISSIONS
+        from connections.demo import ALL_PERMISSIONS
 
         return self.post(
             f"/orgs/{org_id}/users",

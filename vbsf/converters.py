@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.urls import register_converter
+
 
 class IdConverter:
     regex = "[0-9]{1,18}"
@@ -11,3 +13,8 @@ class IdConverter:
 
     def to_url(self, value: int) -> str:
         return str(value)
+
+
+# Registered on import: every urls module that uses ``<id:...>`` imports
+# this module first, whatever order Django loads them in.
+register_converter(IdConverter, "id")

@@ -138,6 +138,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "companies.context_processors.access",
+                "orgs.context_processors.attention",
             ],
         },
     },
@@ -303,7 +304,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": HEALTH_CHECK_INTERVAL_SECONDS,
     },
     "alert-digests": {
-        "task": "companies.tasks.send_alert_digests",
+        "task": "orgs.tasks.send_alert_digests",
         "schedule": envint("ALERT_DIGEST_SECONDS", 300),
     },
 }

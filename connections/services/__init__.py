@@ -1,43 +1,53 @@
-"""Staged connection changes: start, probe, authorize, verify, apply.
+"""Connection services, one module per capability; this is their public
+surface (netbox-style: callers import from here or from the module).
 
-Every write runs in one transaction; Celery tasks are enqueued on commit and
-take only IDs. The org keeps its old app and tokens until
-``connection_change_apply`` swaps them in (blue/green), so a change that
-fails, expires or is abandoned never breaks the working connection.
+- ``changes``: the staged change, activation probing, expiry, cancel, resume
+- ``authorization``: sending the browser to Salesforce, receiving and
+  exchanging the code
+- ``callback``: the one OAuth callback dispatcher
+- ``verification``: permission checks
+- ``finish``: Finish and re-authorization apply (``org_connection_replace``)
+- ``reauthorization``: starting a re-authorization
+- ``revocation``: revoking replaced and abandoned refresh tokens
+- ``signin``: Log in with Salesforce
+
+Every write runs in one transaction; tasks are enqueued on commit through
+``vbsf.queue`` and take only IDs.
 """
 
 from .authorization import (
+    BASE_SCOPES,
+    REQUIRED_SCOPES,
+    callback_url,
     connection_change_authorization_failed,
     connection_change_begin_authorization,
     connection_change_exchange,
     connection_change_receive_code,
+    required_scopes_for,
 )
+from .callback import CallbackOutcome, oauth_callback_receive
 from .changes import (
-    MAX_REVOKE_ATTEMPTS,
+    ACTIVATION_SCHEDULE,
+    ChangeError,
+    activation_deadline,
+    change_snapshot,
+    clean_consumer_key,
+    clean_consumer_secret,
     connection_change_cancel,
     connection_change_expire,
     connection_change_probe,
     connection_change_start,
     connection_changes_resume,
-)
-from .common import (
-    ACTIVATION_SCHEDULE,
-    BASE_SCOPES,
-    REQUIRED_SCOPES,
-    ChangeError,
-    _enqueue,
-    _enqueue_later,
-    _tasks,
-    activation_deadline,
-    callback_url,
-    clean_consumer_key,
-    clean_consumer_secret,
     elapsed_text,
-    required_scopes_for,
 )
-from .finish import connection_change_apply, revoke_old_token
+from .finish import (
+    connection_change_apply,
+    org_connection_replace,
+    reauthorization_apply,
+)
+from .reauthorization import reauthorization_start
+from .revocation import MAX_REVOKE_ATTEMPTS, revocations_resume, revoke_old_token
 from .verification import (
-    TRANSIENT_ERRORS,
     permission_check_fail,
     permission_check_run,
     permission_check_start,
@@ -48,13 +58,11 @@ __all__ = [
     "BASE_SCOPES",
     "MAX_REVOKE_ATTEMPTS",
     "REQUIRED_SCOPES",
-    "TRANSIENT_ERRORS",
+    "CallbackOutcome",
     "ChangeError",
-    "_enqueue",
-    "_enqueue_later",
-    "_tasks",
     "activation_deadline",
     "callback_url",
+    "change_snapshot",
     "clean_consumer_key",
     "clean_consumer_secret",
     "connection_change_apply",
@@ -68,9 +76,14 @@ __all__ = [
     "connection_change_start",
     "connection_changes_resume",
     "elapsed_text",
+    "oauth_callback_receive",
+    "org_connection_replace",
     "permission_check_fail",
     "permission_check_run",
     "permission_check_start",
+    "reauthorization_apply",
+    "reauthorization_start",
     "required_scopes_for",
+    "revocations_resume",
     "revoke_old_token",
 ]

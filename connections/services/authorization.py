@@ -1,27 +1,41 @@
-"""Authorizing a change at Salesforce and exchanging the code."""
+"""Authorizing a change at Salesforce and exchanging the code.
+
+Used by Edit Connection, Add organization and re-authorization alike: the
+browser is sent to Salesforce with state and PKCE, the callback hands the
+code over, and a task exchanges it and checks that the tokens open the
+right org before anything is kept.
+"""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import transaction
+from django.urls import reverse
 from django.utils import timezone
 
 from companies.audit import Actor
+from connections import salesforce
 from orgs.models import SalesforceOrg
+from vbsf.queue import enqueue_on_commit
 
-from .. import salesforce
 from ..models import ConnectionChange, ExternalClientApp
-from .common import (
-    BASE_SCOPES,
-    ChangeError,
-    State,
-    _enqueue,
-    _message,
-    _tasks,
-    callback_url,
-    logger,
-    required_scopes_for,
-)
+from .changes import ChangeError, State
+from .revocation import token_revoke_quietly
 from .verification import permission_check_start
+
+BASE_SCOPES = ("api", "refresh_token", "id")
+REQUIRED_SCOPES = ("api", "refresh_token")
+
+
+def callback_url() -> str:
+    return settings.PUBLIC_URL + reverse("connections:oauth-callback")
+
+
+def required_scopes_for(org: SalesforceOrg | None) -> tuple[str, ...]:
+    if org is not None and org.is_identity_provider:
+        return (*REQUIRED_SCOPES, "openid")
+    return REQUIRED_SCOPES
+
 
 # --- authorization ----------------------------------------------------------
 
@@ -72,7 +86,7 @@ def connection_change_receive_code(*, change_id: int, code: str) -> None:
     change.set_secret("code", code)
     change.state = State.EXCHANGING
     change.save()
-    _enqueue(_tasks().exchange_code, change_id=change.pk)
+    enqueue_on_commit("connections.tasks.exchange_code", change_id=change.pk)
 
 
 @transaction.atomic
@@ -88,7 +102,7 @@ def connection_change_authorization_failed(
             "and choose Allow."
         )
     else:
-        message = f"Salesforce did not authorize the app: {_message(exc)}"
+        message = f"Salesforce did not authorize the app: {salesforce.message_of(exc)}"
     change.code_verifier_encrypted = ""
     change.failure_code = error[:40]
     change.failure_message = message[:500]
@@ -130,7 +144,9 @@ def connection_change_exchange(*, change_id: int) -> str:
             required_scopes=required_scopes_for(org),
         )
     except salesforce.SalesforceError as exc:
-        return _authorization_problem(change_id, exc.code, _exchange_message(exc))
+        return authorization_refuse(
+            change_id, exc.code, salesforce.authorization_problem(exc)
+        )
     # The tokens must open THIS org (SPEC §4.2): check before storing.
     problem = None
     if org is not None and tokens.org_id != org.org_id:
@@ -149,8 +165,10 @@ def connection_change_exchange(*, change_id: int) -> str:
             f"{existing.label}. Use Edit Connection on it instead.",
         )
     if problem:
-        _revoke_quietly(change.login_url, tokens.refresh_token or tokens.access_token)
-        return _authorization_problem(change_id, *problem)
+        token_revoke_quietly(
+            change.login_url, tokens.refresh_token or tokens.access_token
+        )
+        return authorization_refuse(change_id, *problem)
     try:
         identity = salesforce.get_identity(
             identity_url=tokens.identity_url, access_token=tokens.access_token
@@ -161,7 +179,7 @@ def connection_change_exchange(*, change_id: int) -> str:
     with transaction.atomic():
         change = ConnectionChange.objects.select_for_update().get(pk=change_id)
         if change.state != State.EXCHANGING:
-            _revoke_quietly(change.login_url, tokens.refresh_token)
+            token_revoke_quietly(change.login_url, tokens.refresh_token)
             return "skipped"
         change.set_secret("new_refresh_token", tokens.refresh_token)
         change.new_instance_url = tokens.instance_url
@@ -177,57 +195,20 @@ def connection_change_exchange(*, change_id: int) -> str:
             ExternalClientApp.objects.filter(pk=app.pk).update(
                 scopes=sorted(tokens.scopes)
             )
-        after_authorized = None
         if change.kind == ConnectionChange.Kind.REAUTHORIZE:
-            after_authorized = change
-    if after_authorized is not None:
-        from ..reauthorization import reauthorization_apply
-
-        reauthorization_apply(change_id=change_id)
-    else:
-        permission_check_start(actor=Actor.system(), change=change)
+            # Same app, new tokens: applied at once by its own task.
+            enqueue_on_commit(
+                "connections.tasks.apply_reauthorization", change_id=change_id
+            )
+        else:
+            permission_check_start(actor=Actor.system(), change=change)
     return "authorized"
 
 
-def _exchange_message(exc: salesforce.SalesforceError) -> str:
-    if isinstance(exc, salesforce.MissingScope):
-        missing = ", ".join(sorted(exc.missing)) if hasattr(exc, "missing") else ""
-        if "openid" in missing:
-            return (
-                "This org signs users in to the console, so the new app must be "
-                "granted the “openid” scope (access unique user identifiers). Add "
-                "it to the app's OAuth scopes in Salesforce, then authorize again."
-            )
-        return (
-            f"The app was not granted the scopes the console needs ({missing}). "
-            "Add them to the app's OAuth scopes in Salesforce, then authorize again."
-        )
-    if isinstance(exc, salesforce.InvalidGrant):
-        return (
-            "Salesforce did not accept the sign-in (the code expired or was "
-            "already used). Authorize again."
-        )
-    if isinstance(exc, salesforce.TransientError | salesforce.HostUnreachable):
-        return (
-            "Salesforce did not answer while completing the sign-in. Authorize "
-            "again in a minute."
-        )
-    return _message(exc)
-
-
-def _authorization_problem(change_id: int, code: str, message: str) -> str:
+def authorization_refuse(change_id: int, code: str, message: str) -> str:
     """Back to "active": the admin can authorize again; nothing was stored."""
     with transaction.atomic():
         ConnectionChange.objects.filter(pk=change_id).filter(
             state__in=[State.EXCHANGING, State.ACTIVE]
         ).update(state=State.ACTIVE, failure_code=code[:40], failure_message=message)
     return code
-
-
-def _revoke_quietly(login_url: str, token: str | None) -> None:
-    if not token:
-        return
-    try:
-        salesforce.revoke(login_url=login_url, token=token)
-    except salesforce.SalesforceError:
-        logger.warning("could not revoke an unwanted token at %s", login_url)

@@ -1,8 +1,17 @@
-"""Staging a change and waiting for Salesforce to activate the new app."""
+"""The staged change: start it, wait for Salesforce to activate the new
+app (activation probing), expire or cancel it, and beat's safety net.
+
+The org keeps its old app and tokens until Finish swaps them in
+(blue/green), so a change that fails, expires or is cancelled never breaks
+the working connection.
+"""
 
 from __future__ import annotations
 
+import logging
+import re
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -11,27 +20,92 @@ from django.utils import timezone
 
 from companies.audit import Actor, audit_record
 from companies.models import Company
+from connections import salesforce
+from connections.salesforce.urls import InvalidSalesforceUrl, normalize_org_url
 from orgs.models import OrgType, SalesforceOrg
 from orgs.services import org_snapshot
 from vbsf import encryption
+from vbsf.queue import enqueue_now, enqueue_on_commit
 
-from .. import salesforce
 from ..models import ConnectionChange, ExternalClientApp, PermissionCheck
-from ..salesforce_urls import InvalidSalesforceUrl, normalize_org_url
-from .common import (
-    ACTIVATION_SCHEDULE,
-    State,
-    _change_snapshot,
-    _enqueue,
-    _enqueue_later,
-    _message,
-    _tasks,
-    _time_scale,
-    activation_deadline,
-    clean_consumer_key,
-    clean_consumer_secret,
-    logger,
-)
+from .revocation import change_token_abandon, revocations_resume
+
+logger = logging.getLogger(__name__)
+
+State = ConnectionChange.State
+
+# Seconds after the credentials were saved at which Salesforce is asked
+# whether they are active: often at first, then less often. 16 probes fall
+# inside Salesforce's 10-minute window and 18 before the change expires at
+# window + margin (900 s), against 120 for fixed 5-second polling.
+ACTIVATION_SCHEDULE = (
+    0, 10, 20, 30, 45, 60, 90, 120, 180, 240, 300, 360, 420, 480, 540, 600, 660,
+    780, 900,
+)  # fmt: skip
+
+
+_CONSUMER_KEY_RE = re.compile(r"^[A-Za-z0-9._]{20,255}$")
+_SECRET_RE = re.compile(r"^[\x21-\x7e]{8,255}$")  # printable ASCII, no spaces
+
+
+class ChangeError(Exception):
+    """A change cannot go on; the message tells the admin why and what to do."""
+
+
+def time_scale() -> float:
+    # Benchmarks compress time; the schedule itself stays the real one.
+    return float(getattr(settings, "ACTIVATION_TIME_SCALE", 1.0))
+
+
+def activation_deadline(change: ConnectionChange) -> Any:
+    window = settings.ACTIVATION_WINDOW_SECONDS + settings.ACTIVATION_MARGIN_SECONDS
+    return change.activation_started_at + timedelta(seconds=window * time_scale())
+
+
+def clean_consumer_key(value: str) -> str:
+    value = (value or "").strip()
+    if not _CONSUMER_KEY_RE.match(value):
+        raise ValidationError(
+            {
+                "consumer_key": "Paste the consumer key exactly as Salesforce shows "
+                "it: letters, digits, dots and underscores, at least 20 characters."
+            }
+        )
+    return value
+
+
+def clean_consumer_secret(value: str) -> str:
+    value = (value or "").strip()
+    if not _SECRET_RE.match(value):
+        raise ValidationError(
+            {
+                "consumer_secret": "Paste the consumer secret exactly as Salesforce "
+                "shows it (8 to 255 characters, no spaces)."
+            }
+        )
+    return value
+
+
+def change_snapshot(change: ConnectionChange) -> dict[str, Any]:
+    app = change.client_app
+    return {
+        "change": change.pk,
+        "kind": change.kind,
+        "state": change.state,
+        "client_app": app.name,
+        "consumer_key_hint": app.key_hint,
+        "consumer_secret_fingerprint": app.fingerprint,
+        "login_url": change.login_url,
+        "new_refresh_token_fingerprint": change.new_refresh_token_fingerprint or None,
+        "connected_as": change.new_username or None,
+    }
+
+
+def elapsed_text(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    minutes, secs = divmod(seconds, 60)
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
 
 # --- start ------------------------------------------------------------------
 
@@ -120,9 +194,11 @@ def connection_change_start(
         summary=f"Staged new client app {app.name} (key {app.key_hint})"
         + (f" for {org.label}" if org else f" for a new org at {login_url}"),
         before=org_snapshot(org) if org else {},
-        after=_change_snapshot(change),
+        after=change_snapshot(change),
     )
-    _enqueue(_tasks().probe_activation, change_id=change.pk, attempt=0)
+    enqueue_on_commit(
+        "connections.tasks.probe_activation", change_id=change.pk, attempt=0
+    )
     return change
 
 
@@ -151,12 +227,7 @@ def connection_change_probe(*, change_id: int, attempt: int) -> str:
             client_id=change.client_app.consumer_key,
             client_secret=change.client_app.get_consumer_secret(),
         )
-    except (
-        salesforce.TransientError,
-        salesforce.HostUnreachable,
-        salesforce.RateLimited,
-        salesforce.MalformedResponse,
-    ) as exc:
+    except salesforce.TRANSIENT_ERRORS as exc:
         logger.info(
             "activation probe %s of change %s: %s", attempt, change_id, exc.code
         )
@@ -167,7 +238,9 @@ def connection_change_probe(*, change_id: int, attempt: int) -> str:
         )
         result = None
     except (salesforce.SalesforceError, encryption.SecretUnavailable) as exc:
-        _fail(change_id, getattr(exc, "code", "error"), _message(exc))
+        connection_change_fail(
+            change_id, getattr(exc, "code", "error"), salesforce.message_of(exc)
+        )
         return "failed"
     if result == salesforce.ActivationProbe.ACTIVE:
         with transaction.atomic():
@@ -182,30 +255,30 @@ def connection_change_probe(*, change_id: int, attempt: int) -> str:
             )
         return "active"
     if result == salesforce.ActivationProbe.WRONG_SECRET:
-        _fail(
+        connection_change_fail(
             change_id,
             "wrong_secret",
             "Salesforce knows this consumer key but rejected the consumer secret. "
             "Copy the secret again from the app's OAuth settings and re-enter both.",
         )
         return "wrong_secret"
-    return _schedule_next_probe(change, attempt + 1)
+    return probe_schedule_next(change, attempt + 1)
 
 
-def _schedule_next_probe(change: ConnectionChange, attempt: int) -> str:
+def probe_schedule_next(change: ConnectionChange, attempt: int) -> str:
     if attempt >= len(ACTIVATION_SCHEDULE):
         connection_change_expire(change_id=change.pk)
         return "expired"
     due = change.activation_started_at + timedelta(
-        seconds=ACTIVATION_SCHEDULE[attempt] * _time_scale()
+        seconds=ACTIVATION_SCHEDULE[attempt] * time_scale()
     )
     with transaction.atomic():
         ConnectionChange.objects.filter(
             pk=change.pk, state=State.AWAITING_ACTIVATION
         ).update(next_probe_at=due)
-        _enqueue_later(
-            _tasks().probe_activation,
-            (due - timezone.now()).total_seconds(),
+        enqueue_on_commit(
+            "connections.tasks.probe_activation",
+            countdown=(due - timezone.now()).total_seconds(),
             change_id=change.pk,
             attempt=attempt,
         )
@@ -213,7 +286,7 @@ def _schedule_next_probe(change: ConnectionChange, attempt: int) -> str:
 
 
 @transaction.atomic
-def _fail(change_id: int, code: str, message: str) -> None:
+def connection_change_fail(change_id: int, code: str, message: str) -> None:
     change = ConnectionChange.objects.select_for_update().get(pk=change_id)
     if not change.is_open:
         return
@@ -232,7 +305,7 @@ def _fail(change_id: int, code: str, message: str) -> None:
         company=change.company,
         outcome="failure",
         summary=f"Connection change failed: {message}"[:300],
-        after=_change_snapshot(change),
+        after=change_snapshot(change),
     )
 
 
@@ -274,7 +347,7 @@ def connection_change_expire(*, change_id: int) -> None:
         company=change.company,
         outcome="failure",
         summary="New client app was never activated; change expired",
-        after=_change_snapshot(change),
+        after=change_snapshot(change),
     )
 
 
@@ -286,14 +359,16 @@ def connection_changes_resume() -> int:
     for change in ConnectionChange.objects.filter(
         state=State.AWAITING_ACTIVATION, next_probe_at__lt=stale_before
     ):
-        _tasks().probe_activation.apply_async(
-            kwargs={"change_id": change.pk, "attempt": change.probe_count}
+        enqueue_now(
+            "connections.tasks.probe_activation",
+            change_id=change.pk,
+            attempt=change.probe_count,
         )
         resumed += 1
     for change in ConnectionChange.objects.filter(
         state=State.EXCHANGING, updated_at__lt=stale_before
     ).exclude(code_encrypted=""):
-        _tasks().exchange_code.apply_async(kwargs={"change_id": change.pk})
+        enqueue_now("connections.tasks.exchange_code", change_id=change.pk)
         resumed += 1
     # An exchange interrupted after the single-use code was spent cannot be
     # repeated: the change goes back to "active" so the user authorizes again.
@@ -316,39 +391,15 @@ def connection_changes_resume() -> int:
         error="The check was interrupted; verify permissions again.",
         finished_at=timezone.now(),
     )
-    return resumed + interrupted + stuck_checks + _resend_lost_revokes()
-
-
-MAX_REVOKE_ATTEMPTS = 10
-
-
-def _resend_lost_revokes() -> int:
-    """Old refresh tokens whose revoke message was lost are revoked again;
-    after MAX_REVOKE_ATTEMPTS the admin is told to revoke it in Setup."""
-    due = ConnectionChange.objects.filter(
-        finished_at__lt=timezone.now() - timedelta(minutes=5),
-        old_token_revoked_at__isnull=True,
-        revoke_attempts__lt=MAX_REVOKE_ATTEMPTS,
-    ).exclude(old_refresh_token_encrypted="")
-    resent = 0
-    for change in due:
-        attempts = change.revoke_attempts + 1
-        ConnectionChange.objects.filter(pk=change.pk).update(revoke_attempts=attempts)
-        if attempts >= MAX_REVOKE_ATTEMPTS:
-            with transaction.atomic():
-                audit_record(
-                    actor=Actor.system(),
-                    action="connection_change.revoke_failed",
-                    org=change.org,
-                    company=change.company,
-                    outcome="failure",
-                    summary="The replaced refresh token could not be revoked at "
-                    "Salesforce: revoke it in Setup → Connected Apps OAuth Usage.",
-                )
-            continue
-        _tasks().revoke_old_token.apply_async(kwargs={"change_id": change.pk})
-        resent += 1
-    return resent
+    # A re-authorization whose apply message was lost is applied now.
+    for change_id in ConnectionChange.objects.filter(
+        kind=ConnectionChange.Kind.REAUTHORIZE,
+        state=State.AUTHORIZED,
+        authorized_at__lt=stale_before,
+    ).values_list("pk", flat=True):
+        enqueue_now("connections.tasks.apply_reauthorization", change_id=change_id)
+        resumed += 1
+    return resumed + interrupted + stuck_checks + revocations_resume()
 
 
 @transaction.atomic
@@ -359,7 +410,6 @@ def connection_change_cancel(*, actor: Actor, change: ConnectionChange) -> None:
     change.state = State.ROLLED_BACK
     change.finished_at = timezone.now()
     change.code_encrypted = change.code_verifier_encrypted = ""
-    token = change.new_refresh_token_encrypted
     change.save()
     audit_record(
         actor=actor,
@@ -367,11 +417,7 @@ def connection_change_cancel(*, actor: Actor, change: ConnectionChange) -> None:
         org=change.org,
         company=change.company,
         summary="Connection change cancelled; the org keeps its connection",
-        after=_change_snapshot(change),
+        after=change_snapshot(change),
     )
-    if token:
-        # The unused new token is revoked too, so it cannot linger.
-        change.old_refresh_token_encrypted = token
-        change.new_refresh_token_encrypted = ""
-        change.save()
-        _enqueue(_tasks().revoke_old_token, change_id=change.pk)
+    # The unused new token is revoked too, so it cannot linger.
+    change_token_abandon(change=change)

@@ -1,4 +1,9 @@
-"""Finish: applying a change in one transaction, then revoking the old token."""
+"""Applying an authorized change: Finish (Edit Connection, Add organization)
+and re-authorization, which share :func:`org_connection_replace`.
+
+The org keeps its old app and tokens until here; the swap happens in one
+transaction, and the replaced refresh token is revoked after commit.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +13,48 @@ from django.utils import timezone
 from companies.audit import Actor, audit_record
 from companies.models import Company
 from orgs.models import BackupPolicy, ConnectionStatus, SalesforceOrg
-from orgs.services import ConcurrentChange, org_create, org_snapshot
-from vbsf import encryption
+from orgs.services import org_create, org_locked, org_snapshot
+from orgs.tokens import org_refresh_token_store
 
-from .. import salesforce
 from ..models import ConnectionChange, PermissionCheck
-from .common import (
-    ChangeError,
-    State,
-    _enqueue,
-    _tasks,
-)
+from .changes import ChangeError, State
+from .revocation import change_token_abandon, change_token_revoke_later
+from .verification import permission_check_start
 
-# --- Finish -----------------------------------------------------------------
+
+def org_connection_replace(*, org: SalesforceOrg, change: ConnectionChange) -> None:
+    """Swap the change's new tokens into the (locked) org and save both.
+
+    The org's replaced refresh token moves to the change, which holds it
+    until it is revoked after commit. Bumps the org's version.
+    """
+    replaced = org_refresh_token_store(
+        org=org, token=change.get_secret("new_refresh_token")
+    )
+    change.hold_for_revocation(replaced or "")
+    now = timezone.now()
+    org.instance_url = change.new_instance_url or org.instance_url
+    org.connected_as_username = change.new_username
+    org.connected_as_user_id = change.new_user_id
+    org.granted_scopes = change.granted_scopes
+    org.status = ConnectionStatus.CONNECTED
+    org.status_reason = ""
+    org.status_changed_at = now
+    org.version += 1
+    org.save()
+    change.state = State.APPLIED
+    change.finished_at = now
+    change.release_new_token()
+    change.save()
+    change_token_revoke_later(change=change)
+
+
+def locked_change(change_id: int) -> ConnectionChange:
+    return (
+        ConnectionChange.objects.select_for_update(of=("self",))
+        .select_related("client_app")
+        .get(pk=change_id)
+    )
 
 
 @transaction.atomic
@@ -37,11 +71,7 @@ def connection_change_apply(
     Only if the org's version is still the one the change started from;
     otherwise ``ConcurrentChange`` and nothing is applied.
     """
-    change = (
-        ConnectionChange.objects.select_for_update(of=("self",))
-        .select_related("client_app")
-        .get(pk=change.pk)
-    )
+    change = locked_change(change.pk)
     if change.state != State.AUTHORIZED:
         raise ChangeError(
             "This change is not ready: authorize the new app and verify "
@@ -51,49 +81,15 @@ def connection_change_apply(
         )
     if permission_check is not None and not permission_check.backup_ok:
         raise ChangeError("Backup permissions are missing; Finish is blocked.")
-    new_token = change.get_secret("new_refresh_token")
     if change.org_id is None:
-        org = org_create(
-            actor=actor,
-            org_id=change.new_org_id,
-            alias=alias,
-            org_type=change.org_type,
-            login_url=change.login_url,
-            instance_url=change.new_instance_url,
-            company=company,
-            client_app=change.client_app,
-            refresh_token=new_token,
-            connected_as_username=change.new_username,
-            connected_as_user_id=change.new_user_id,
-            granted_scopes=change.granted_scopes,
-            status=ConnectionStatus.CONNECTED,
-        )
-        SalesforceOrg.objects.filter(pk=org.pk).update(last_checked_at=timezone.now())
-        change.org = org
+        org = finish_new_org(actor=actor, change=change, company=company, alias=alias)
     else:
-        org = (
-            SalesforceOrg.objects.select_for_update(of=("self",))
-            .select_related("company", "client_app")
-            .get(pk=change.org_id)
-        )
-        if org.version != change.started_version:
-            raise ConcurrentChange(ConcurrentChange.message)
+        org = org_locked(change.org_id, change.started_version)
         before = org_snapshot(org)
-        if org.refresh_token_encrypted:
-            change.old_refresh_token_encrypted = org.refresh_token_encrypted
         org.client_app = change.client_app
-        org.set_refresh_token(new_token)
-        org.instance_url = change.new_instance_url or org.instance_url
-        org.connected_as_username = change.new_username
-        org.connected_as_user_id = change.new_user_id
-        org.granted_scopes = change.granted_scopes
         org.company = company
-        org.status = ConnectionStatus.CONNECTED
-        org.status_reason = ""
-        org.status_changed_at = timezone.now()
         org.suggested_url = ""
-        org.version += 1
-        org.save()
+        org_connection_replace(org=org, change=change)
         BackupPolicy.objects.filter(org=org).update(
             client_app=change.client_app, org_url=org.login_url
         )
@@ -106,27 +102,72 @@ def connection_change_apply(
             before=before,
             after=org_snapshot(org),
         )
-    change.state = State.APPLIED
-    change.finished_at = timezone.now()
-    change.new_refresh_token_encrypted = ""
-    change.save()
     if permission_check is not None and permission_check.org_id is None:
         PermissionCheck.objects.filter(pk=permission_check.pk).update(org=org)
-    if change.old_refresh_token_encrypted:
-        _enqueue(_tasks().revoke_old_token, change_id=change.pk)
     return org
 
 
-def revoke_old_token(*, change_id: int) -> str:
-    change = ConnectionChange.objects.get(pk=change_id)
-    if not change.old_refresh_token_encrypted:
-        return "skipped"
-    try:
-        token = change.get_secret("old_refresh_token")
-    except encryption.SecretUnavailable:
-        return "unreadable"
-    salesforce.revoke(login_url=change.login_url, token=token)
-    ConnectionChange.objects.filter(pk=change_id).update(
-        old_refresh_token_encrypted="", old_token_revoked_at=timezone.now()
+def finish_new_org(
+    *, actor: Actor, change: ConnectionChange, company: Company, alias: str
+) -> SalesforceOrg:
+    """Add organization's Finish: the org is created with the new tokens."""
+    org = org_create(
+        actor=actor,
+        org_id=change.new_org_id,
+        alias=alias,
+        org_type=change.org_type,
+        login_url=change.login_url,
+        instance_url=change.new_instance_url,
+        company=company,
+        client_app=change.client_app,
+        refresh_token=change.get_secret("new_refresh_token"),
+        connected_as_username=change.new_username,
+        connected_as_user_id=change.new_user_id,
+        granted_scopes=change.granted_scopes,
+        status=ConnectionStatus.CONNECTED,
     )
-    return "revoked"
+    SalesforceOrg.objects.filter(pk=org.pk).update(last_checked_at=timezone.now())
+    change.org = org
+    change.state = State.APPLIED
+    change.finished_at = timezone.now()
+    change.release_new_token()
+    change.save()
+    return org
+
+
+@transaction.atomic
+def reauthorization_apply(*, change_id: int) -> str:
+    """Re-authorization: the same app, the new user's tokens, applied as soon
+    as they are proven (no wizard, no Finish)."""
+    change = locked_change(change_id)
+    if change.state != State.AUTHORIZED:
+        return "skipped"
+    org = org_locked(change.org_id, None)
+    if org.client_app_id != change.client_app_id:
+        change.state = State.FAILED
+        change.failure_code = "app_changed"
+        change.failure_message = (
+            "The org's client app changed while you were logging in; nothing was "
+            "changed. Re-authorize again."
+        )
+        change.finished_at = timezone.now()
+        change.save()
+        change_token_abandon(change=change)
+        return "conflict"
+    before = org_snapshot(org)
+    org.last_checked_at = timezone.now()
+    org_connection_replace(org=org, change=change)
+    other_user = (
+        change.previous_username and change.previous_username != change.new_username
+    )
+    audit_record(
+        actor=Actor(user=change.created_by, ip_address=change.created_from),
+        action="org.reauthorize",
+        org=org,
+        summary=f"Re-authorized {org.label} as {org.connected_as_username}"
+        + (f" (before: {change.previous_username})" if other_user else ""),
+        before=before,
+        after=org_snapshot(org),
+    )
+    permission_check_start(actor=Actor(user=change.created_by), org=org)
+    return "applied"

@@ -8,10 +8,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from companies.audit import Actor
+from connections import salesforce
 from orgs.models import ConnectionStatus, SalesforceOrg
+from orgs.tokens import org_access_token
 from vbsf import encryption
+from vbsf.queue import enqueue_on_commit
 
-from .. import salesforce
 from ..models import ConnectionChange, PermissionCheck
 from ..permissions import (
     BACKUP,
@@ -19,12 +21,7 @@ from ..permissions import (
     PERMISSION_FIELDS,
     REQUIRED_PERMISSIONS,
 )
-from .common import (
-    ChangeError,
-    _enqueue,
-    _message,
-    _tasks,
-)
+from .changes import ChangeError
 
 # --- permission verification -----------------------------------------------
 
@@ -38,7 +35,7 @@ def permission_check_start(
 ) -> PermissionCheck:
     if (org is None) == (change is None):
         raise ValueError("Check either an org or a change.")
-    if change is not None and not change.new_refresh_token_encrypted:
+    if change is not None and not change.has_new_token:
         raise ChangeError("Authorize the new app at Salesforce first.")
     check = PermissionCheck.objects.create(
         # A change's check joins the org's history only when it is applied.
@@ -46,15 +43,8 @@ def permission_check_start(
         change=change,
         requested_by=actor.user if actor.user and actor.user.is_authenticated else None,
     )
-    _enqueue(_tasks().verify_permissions, check_id=check.pk)
+    enqueue_on_commit("connections.tasks.verify_permissions", check_id=check.pk)
     return check
-
-
-TRANSIENT_ERRORS = (
-    salesforce.TransientError,
-    salesforce.HostUnreachable,
-    salesforce.RateLimited,
-)
 
 
 def permission_check_fail(*, check_id: int, exc: BaseException) -> None:
@@ -62,7 +52,7 @@ def permission_check_fail(*, check_id: int, exc: BaseException) -> None:
         pk=check_id, state=PermissionCheck.State.RUNNING
     ).update(
         state=PermissionCheck.State.FAILED,
-        error=_message(exc)[:500],
+        error=salesforce.message_of(exc)[:500],
         finished_at=timezone.now(),
     )
 
@@ -91,8 +81,6 @@ def permission_check_run(*, check_id: int) -> str:
                     locked.save()
             user_id = change.new_user_id
         else:
-            from orgs.health import org_access_token
-
             tokens = org_access_token(org_id=check.org_id)
             user_id = tokens.user_id
         granted = salesforce.fetch_user_permissions(
@@ -105,7 +93,7 @@ def permission_check_run(*, check_id: int) -> str:
             access_token=tokens.access_token,
             user_id=user_id,
         )
-    except TRANSIENT_ERRORS:
+    except salesforce.TRANSIENT_ERRORS:
         raise  # the task retries with backoff, then permission_check_fail()
     except (salesforce.SalesforceError, encryption.SecretUnavailable) as exc:
         permission_check_fail(check_id=check_id, exc=exc)
@@ -139,11 +127,11 @@ def permission_check_run(*, check_id: int) -> str:
             restore_ok=restore_ok,
         )
         if not check.change_id and check.org_id:
-            _org_status_after_check(check.org_id, backup_ok, results, license_name)
+            org_status_after_check(check.org_id, backup_ok, results, license_name)
     return "done"
 
 
-def _org_status_after_check(
+def org_status_after_check(
     org_id: int, backup_ok: bool, results: list[dict[str, Any]], license_name: str
 ) -> None:
     org = SalesforceOrg.objects.select_for_update().get(pk=org_id)

@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from connections.id_tokens import InvalidIdToken, verify_id_token
+from connections.salesforce.id_tokens import InvalidIdToken, verify_id_token
 
 ISSUER = "https://acme.my.salesforce.com"
 CLIENT_ID = "3MVG9-console-sign-in-app"

@@ -23,6 +23,16 @@ import responses
 from urllib3.exceptions import MaxRetryError, NameResolutionError, NewConnectionError
 
 from connections import salesforce as sf
+from connections.salesforce import (
+    errors,
+    id_tokens,
+    messages,
+    oauth,
+    rest,
+    results,
+    transport,
+    urls,
+)
 
 LOGIN = "https://login.salesforce.com"
 INSTANCE = "https://acme.my.salesforce.com"
@@ -775,8 +785,11 @@ def test_backoff_grows_and_is_jittered(
     sf_settings.SALESFORCE_RETRY_BACKOFF = 0.5
     http.get(f"{DATA}/limits", status=503)
     with (
-        mock.patch("connections.salesforce.time.sleep") as sleep,
-        mock.patch("connections.salesforce.random.uniform", side_effect=lambda a, b: b),
+        mock.patch("connections.salesforce.transport.time.sleep") as sleep,
+        mock.patch(
+            "connections.salesforce.transport.random.uniform",
+            side_effect=lambda a, b: b,
+        ),
         pytest.raises(sf.TransientError),
     ):
         sf.get_limits(instance_url=INSTANCE, access_token=ACCESS)
@@ -789,7 +802,7 @@ def test_429_honours_a_short_retry_after(
     url = f"{DATA}/limits"
     http.get(url, status=429, headers={"Retry-After": "2"})
     http.get(url, json={})
-    with mock.patch("connections.salesforce.time.sleep") as sleep:
+    with mock.patch("connections.salesforce.transport.time.sleep") as sleep:
         sf.get_limits(instance_url=INSTANCE, access_token=ACCESS)
     sleep.assert_called_once_with(2.0)
 
@@ -962,7 +975,7 @@ def test_public_addresses_are_connected_to_directly() -> None:
 def test_tls_still_verifies_the_host_name() -> None:
     """The socket goes to the checked IP; TLS (SNI and certificate) keeps
     using the host name."""
-    conn = sf._GuardedHTTPSConnection("acme.my.salesforce.com", 443)
+    conn = transport._GuardedHTTPSConnection("acme.my.salesforce.com", 443)
     with (
         mock.patch("socket.getaddrinfo", side_effect=_addrinfo("8.8.4.4")),
         mock.patch("urllib3.util.connection.create_connection") as connect,
@@ -975,9 +988,11 @@ def test_tls_still_verifies_the_host_name() -> None:
 def test_the_address_check_is_off_for_the_simulator(sf_settings: Any) -> None:
     sf_settings.SALESFORCE_SIMULATOR_URL = "http://127.0.0.1:8999"
     session = sf.new_session()
-    assert not isinstance(session.get_adapter("https://x"), sf._GuardedAdapter)
+    assert not isinstance(session.get_adapter("https://x"), transport._GuardedAdapter)
     sf_settings.SALESFORCE_SIMULATOR_URL = ""
-    assert isinstance(sf.new_session().get_adapter("https://x"), sf._GuardedAdapter)
+    assert isinstance(
+        sf.new_session().get_adapter("https://x"), transport._GuardedAdapter
+    )
     assert sf.new_session().trust_env is False
 
 
@@ -1635,3 +1650,29 @@ def test_error_classes_and_permanence() -> None:
         "Salesforce no longer accepts this authorization (expired authorization "
         "code); re-authorize the connection."
     )
+
+
+# --- Package surface ---------------------------------------------------------------
+
+
+def test_every_public_name_is_re_exported_from_its_module() -> None:
+    """``salesforce.X`` is the very object its concern module defines, so
+    callers and ``mock.patch`` targets agree."""
+    modules = (errors, id_tokens, messages, oauth, rest, results, transport, urls)
+    assert len(sf.__all__) == len(set(sf.__all__))
+    for name in sf.__all__:
+        homes = [m for m in modules if getattr(m, name, None) is getattr(sf, name)]
+        assert homes, name
+    assert not [name for name in sf.__all__ if name.startswith("_")]
+
+
+def test_transient_errors_are_the_retryable_ones() -> None:
+    retryable = (
+        sf.TransientError,
+        sf.HostUnreachable,
+        sf.RateLimited,
+        sf.MalformedResponse,
+    )
+    assert retryable == sf.TRANSIENT_ERRORS
+    assert not [e for e in sf.TRANSIENT_ERRORS if e.permanent]
+    assert all(issubclass(e, sf.SalesforceError) for e in sf.TRANSIENT_ERRORS)

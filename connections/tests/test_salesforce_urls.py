@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from connections.salesforce_urls import (
+from connections.salesforce.urls import (
     InvalidSalesforceId,
     InvalidSalesforceUrl,
     host_of,

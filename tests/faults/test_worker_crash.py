@@ -21,10 +21,10 @@ from companies.audit import Actor
 from connections import services
 from connections.models import ConnectionChange
 from connections.tasks import revoke_old_token
-from orgs import health
+from orgs import url_change
 from orgs.models import SalesforceOrg, UrlVerification
-from orgs.services import org_url_verification_start
 from orgs.tasks import verify_org_url
+from orgs.url_change import org_url_change_start
 from tests.faults.flows import (
     REVOKE_PATH,
     TOKEN_PATH,
@@ -153,7 +153,7 @@ def test_killed_during_a_url_verification_redelivery_applies_it_once(fault_stack
     target = connected_org(fault_stack, "crash-url")
     new_url = sim.post(f"/orgs/{target.sim_org['org_id']}/enhanced-domains")["new_url"]
     slow = fault(sim, kind="latency", path_prefix=TOKEN_PATH, latency_ms=1500, count=1)
-    verification = org_url_verification_start(
+    verification = org_url_change_start(
         actor=Actor.system(), org=target.org, new_url=new_url
     )
     kill_mid_call(fault_stack, slow)
@@ -165,7 +165,7 @@ def test_killed_during_a_url_verification_redelivery_applies_it_once(fault_stack
     assert org.login_url == target.org.login_url
     assert org.version == target.org.version
     with pytest.raises(ValidationError, match="already running"):
-        org_url_verification_start(actor=Actor.system(), org=org, new_url=new_url)
+        org_url_change_start(actor=Actor.system(), org=org, new_url=new_url)
 
     verify_org_url.apply_async(kwargs={"verification_id": verification.pk})
     done = wait_for(
@@ -175,7 +175,7 @@ def test_killed_during_a_url_verification_redelivery_applies_it_once(fault_stack
         )
     )
     assert done.state == "succeeded", done.message
-    assert health.url_verification_run(verification_id=verification.pk) == "skipped"
+    assert url_change.url_verification_run(verification_id=verification.pk) == "skipped"
     org = SalesforceOrg.objects.get(pk=target.org.pk)
     assert org.login_url == new_url
     assert org.version == target.org.version + 1

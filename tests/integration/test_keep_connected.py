@@ -258,7 +258,7 @@ def test_one_alert_per_incident_and_one_on_recovery(stack):
     SalesforceOrg.objects.filter(company=company).update(
         status="connected", status_reason=""
     )
-    from companies.alerts import alerts_evaluate
+    from orgs.alerts import alerts_evaluate
 
     assert alerts_evaluate(company_id=company.pk) == "closed"
     assert alerts_evaluate(company_id=company.pk) == "quiet"

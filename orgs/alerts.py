@@ -14,16 +14,15 @@ from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from orgs.models import ConnectionStatus, SalesforceOrg
+from companies.models import Company, Incident
 
-from .models import Company, Incident
+from .health import FAILING
+from .models import SalesforceOrg
 
 logger = logging.getLogger(__name__)
 
-FAILING = (ConnectionStatus.FAILED, ConnectionStatus.NEEDS_REAUTHORIZATION)
 
-
-def _contacts(company: Company) -> list[str]:
+def company_contacts(company: Company) -> list[str]:
     return [e.strip() for e in company.contact_emails.split(",") if e.strip()]
 
 
@@ -61,7 +60,7 @@ def alerts_evaluate(*, company_id: int) -> str:
 
 
 def _notify_open(company: Company, incident: Incident, failing: list[dict]) -> None:
-    recipients = _contacts(company)
+    recipients = company_contacts(company)
     if recipients:
         lines = [
             f"- {o['alias'] or o['org_id']}: {o['status_reason'] or o['status']}"
@@ -83,7 +82,7 @@ def _notify_open(company: Company, incident: Incident, failing: list[dict]) -> N
 
 
 def _notify_closed(company: Company, incident: Incident) -> None:
-    recipients = _contacts(company)
+    recipients = company_contacts(company)
     if recipients:
         send_mail(
             subject=f"[VBSF] Salesforce orgs of {company.name} are connected again",

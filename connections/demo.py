@@ -11,7 +11,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass, field
 
-from connections.salesforce_urls import to_18
+from connections.salesforce.urls import to_18
 
 DEMO_PASSWORD = "demo"
 SALESFORCE_DEMO_PASSWORD = "demo-salesforce"

@@ -16,8 +16,8 @@ from django.utils import timezone
 from companies.audit import Actor
 from companies.models import Company, RoleGrant
 from companies.services import company_create, rolegrant_create
+from connections import demo
 from connections.models import ExternalClientApp
-from orgs import demo
 from orgs.models import SalesforceOrg
 from orgs.services import org_create
 

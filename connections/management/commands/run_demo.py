@@ -17,7 +17,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import connections
 
-from orgs import demo
+from connections import demo
 
 
 class Command(BaseCommand):

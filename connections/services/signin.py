@@ -1,5 +1,8 @@
 """Log in with Salesforce: the console's OpenID Connect sign-in (SPEC §6).
 
+The services of the flow; its pages are in ``connections/views/signin.py``
+and its task in ``connections/tasks.py``.
+
 The flow, with no web request ever waiting on Salesforce:
 
 1. ``signin_start`` creates a :class:`SignInAttempt` (PKCE verifier
@@ -24,34 +27,28 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from celery import shared_task
-from django.contrib import messages
-from django.contrib.auth import login
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.contrib.auth.decorators import login_not_required
 from django.db import transaction
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_http_methods
 
-from companies.audit import Actor, audit_record, client_ip
+from companies.audit import Actor, audit_record
 from companies.models import AuditEvent
-from orgs.models import SalesforceOrg
-from vbsf import encryption
-
-from . import oauth_flows, salesforce
-from .id_tokens import InvalidIdToken, verify_id_token
-from .models import SalesforceIdentityLink, SignInAttempt
-from .salesforce_urls import (
+from connections import salesforce
+from connections.salesforce.id_tokens import InvalidIdToken, verify_id_token
+from connections.salesforce.urls import (
     InvalidSalesforceId,
     login_host_for,
     normalize_org_url,
     to_18,
 )
-from .services import callback_url
+from orgs.models import SalesforceOrg
+from vbsf import encryption
+from vbsf.queue import enqueue_on_commit
+
+from .. import oauth_flows
+from ..models import SalesforceIdentityLink, SignInAttempt
+from .authorization import callback_url
+from .revocation import token_revoke_quietly
 
 logger = logging.getLogger(__name__)
 
@@ -92,12 +89,6 @@ def identity_provider_org() -> SalesforceOrg | None:
 
 
 # --- services ---------------------------------------------------------------
-
-
-def _enqueue_exchange(attempt_id: int) -> None:
-    transaction.on_commit(
-        lambda: exchange_signin_code.apply_async(kwargs={"attempt_id": attempt_id})
-    )
 
 
 def _audit(
@@ -175,7 +166,7 @@ def signin_receive_code(*, attempt_id: int, code: str) -> None:
     attempt.code_encrypted = encryption.encrypt(code)
     attempt.state = State.EXCHANGING
     attempt.save(update_fields=["code_encrypted", "state"])
-    _enqueue_exchange(attempt.pk)
+    enqueue_on_commit("connections.tasks.exchange_signin_code", attempt_id=attempt.pk)
 
 
 @transaction.atomic
@@ -198,26 +189,6 @@ def signin_authorization_failed(
     if attempt.state == State.STARTED:
         _refuse(attempt, message, actor=actor, details={"error": exc.code})
     return message
-
-
-def _exchange_message(exc: salesforce.SalesforceError) -> str:
-    if isinstance(exc, salesforce.MissingScope):
-        return (
-            "The sign-in org's Salesforce app is not granted the “openid” scope. "
-            "Ask an Administrator to add it to the app."
-        )
-    if isinstance(exc, salesforce.OrgMismatch):
-        return (
-            "You logged in to a different Salesforce org. Log in with a user of "
-            "the console's sign-in org."
-        )
-    if isinstance(exc, salesforce.InvalidGrant):
-        return "Salesforce did not accept the sign-in (it expired). Log in again."
-    if isinstance(exc, salesforce.TransientError | salesforce.HostUnreachable):
-        return "Salesforce did not answer. Try again in a minute."
-    if isinstance(exc, salesforce.RateLimited):
-        return "Salesforce is refusing sign-ins for now. Try again later."
-    return f"Salesforce refused the sign-in: {exc.message}"
 
 
 def _issuers(org: SalesforceOrg) -> set[str]:
@@ -368,7 +339,7 @@ def signin_exchange(*, attempt_id: int) -> str:
         )
     except salesforce.SalesforceError as exc:
         outcome = _finish_refused(
-            attempt_id, _exchange_message(exc), {"error": exc.code}
+            attempt_id, salesforce.signin_problem(exc), {"error": exc.code}
         )
     except InvalidIdToken as exc:
         outcome = _finish_refused(
@@ -379,19 +350,11 @@ def signin_exchange(*, attempt_id: int) -> str:
     else:
         outcome = _finish_matched(attempt_id, user_id)
     if tokens is not None:
-        # Best effort, after the outcome, so the browser does not wait on it.
-        _revoke_quietly(org, tokens)
+        # Best effort, after the outcome, so the browser does not wait on it:
+        # the console needs the identity only, never the tokens.
+        for token in (tokens.refresh_token, tokens.access_token):
+            token_revoke_quietly(org.login_url, token)
     return outcome
-
-
-def _revoke_quietly(org: SalesforceOrg, tokens: salesforce.TokenSet) -> None:
-    for token in (tokens.refresh_token, tokens.access_token):
-        if not token:
-            continue
-        try:
-            salesforce.revoke(login_url=org.login_url, token=token)
-        except salesforce.SalesforceError as exc:
-            logger.warning("could not revoke a sign-in token (%s)", exc.code)
 
 
 @transaction.atomic
@@ -424,89 +387,3 @@ def signin_consume(*, attempt_id: int) -> AbstractBaseUser | None:
     if taken != 1:
         return None
     return SignInAttempt.objects.select_related("user").get(pk=attempt_id).user
-
-
-# --- task -------------------------------------------------------------------
-
-
-@shared_task(ignore_result=True, acks_late=True)
-def exchange_signin_code(*, attempt_id: int) -> None:
-    # Never retried: the code is single-use and wiped before the exchange.
-    signin_exchange(attempt_id=attempt_id)
-
-
-# --- views ------------------------------------------------------------------
-
-
-def _session_attempts(request: HttpRequest) -> list[int]:
-    return [int(pk) for pk in request.session.get(SESSION_KEY, [])]
-
-
-@login_not_required
-@require_http_methods(["GET", "POST"])
-def signin_start(request: HttpRequest) -> HttpResponse:
-    """Send the browser to the identity-provider org's Salesforce login."""
-    org = identity_provider_org()
-    if org is None:
-        raise Http404
-    try:
-        attempt, url, state = signin_begin(org=org)
-    except salesforce.SalesforceError:
-        messages.error(request, "Log in with Salesforce is not available right now.")
-        return redirect("login")
-    oauth_flows.remember(request, state=state, purpose="signin", attempt=attempt.pk)
-    recent = [*_session_attempts(request), attempt.pk][-MAX_SESSION_ATTEMPTS:]
-    request.session[SESSION_KEY] = recent
-    return HttpResponseRedirect(url)
-
-
-def signin_callback(request: HttpRequest, flow: dict[str, Any]) -> HttpResponse:
-    """The OAuth callback of a sign-in: keep the code, let a task check it."""
-    attempt_id = int(flow["attempt"])
-    if error := request.GET.get("error"):
-        message = signin_authorization_failed(
-            attempt_id=attempt_id,
-            error=error,
-            description=request.GET.get("error_description", "")[:300],
-            actor=Actor(ip_address=client_ip(request)),
-        )
-        messages.error(request, message)
-        return redirect("login")
-    try:
-        signin_receive_code(attempt_id=attempt_id, code=request.GET.get("code", ""))
-    except SignInRefused as exc:
-        messages.error(request, str(exc))
-        return redirect("login")
-    response = redirect("connections:signin-wait", attempt_id=attempt_id)
-    # The callback URL carried the code: keep it out of Referer headers.
-    response["Referrer-Policy"] = "no-referrer"
-    return response
-
-
-@login_not_required
-@require_GET
-@never_cache
-def signin_wait(request: HttpRequest, attempt_id: int) -> HttpResponse:
-    """Poll the attempt; sign the browser in once the task has succeeded."""
-    if attempt_id not in _session_attempts(request):
-        raise Http404
-    attempt = get_object_or_404(SignInAttempt, pk=attempt_id)
-    if attempt.state in (State.STARTED, State.EXCHANGING):
-        signin_expire_if_stale(attempt_id=attempt_id)
-        attempt.refresh_from_db()
-    if attempt.state == State.SUCCEEDED:
-        if (user := signin_consume(attempt_id=attempt_id)) is not None:
-            login(request, user, backend=BACKEND)
-            return _to_dashboard(request)
-        if request.user.is_authenticated and request.user.pk == attempt.user_id:
-            return _to_dashboard(request)  # a second poll of the same sign-in
-    context = {"attempt": attempt, "polling": attempt.state == State.EXCHANGING}
-    return render(request, "connections/signin_wait.html", context)
-
-
-def _to_dashboard(request: HttpRequest) -> HttpResponse:
-    url = reverse("dashboard")
-    if request.headers.get("HX-Request"):
-        # htmx would swap a followed redirect into the page; navigate instead.
-        return HttpResponse(headers={"HX-Redirect": url})
-    return HttpResponseRedirect(url)

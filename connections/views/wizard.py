@@ -1,0 +1,337 @@
+"""The Edit Connection / Add organization wizard (formtools).
+
+The four steps are the wizard's forms; the actions that are not steps
+(save credentials, use an existing app, verify permissions, cancel) are
+small handlers in ``WIZARD_ACTIONS``, each binding one form and calling one
+service. Nothing here waits on Salesforce: remote work runs in Celery tasks
+and the pages poll for progress.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.urls import reverse
+from formtools.wizard.views import SessionWizardView
+
+from companies.access import Capability
+from companies.audit import Actor
+from companies.models import Company
+from orgs.models import SalesforceOrg
+from orgs.selectors import org_get
+from orgs.services import ConcurrentChange, orgs_move
+
+from .. import selectors, services
+from ..forms import (
+    AppStepForm,
+    CompanyStepForm,
+    CredentialsForm,
+    ExistingAppForm,
+    NewOrgCredentialsForm,
+    PermissionsStepForm,
+    SummaryStepForm,
+)
+from ..models import ConnectionChange, ExternalClientApp, PermissionCheck
+
+STEP_TITLES = [
+    ("app", "Client app"),
+    ("permissions", "Permissions"),
+    ("company", "Company"),
+    ("summary", "Summary"),
+]
+
+
+class ConnectionWizard(SessionWizardView):
+    """Edit Connection (``org`` set) or Add organization (``org`` None)."""
+
+    form_list = [
+        ("app", AppStepForm),
+        ("permissions", PermissionsStepForm),
+        ("company", CompanyStepForm),
+        ("summary", SummaryStepForm),
+    ]
+    org: SalesforceOrg | None = None
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        access = request.access  # type: ignore[attr-defined]
+        if not access.can(Capability.EDIT_CONNECTION):
+            raise PermissionDenied
+        if pk := kwargs.get("pk"):
+            self.org = org_get(
+                access=access, pk=pk, capability=Capability.EDIT_CONNECTION
+            )
+        return super().dispatch(request, *args, **kwargs)
+
+    def get_prefix(self, request: HttpRequest, *args: Any, **kwargs: Any) -> str:
+        return f"connection_wizard_{kwargs.get('pk') or 'add'}"
+
+    def get_template_names(self) -> list[str]:
+        return [f"connections/wizard_{self.steps.current}.html"]
+
+    def get_form_kwargs(self, step: str | None = None) -> dict[str, Any]:
+        return {"wizard": self}
+
+    # -- state the steps share -------------------------------------------
+
+    def open_change(self) -> ConnectionChange | None:
+        if not hasattr(self, "_change"):
+            self._change = selectors.open_change_for(
+                org=self.org, user=self.request.user
+            )
+        return self._change
+
+    def latest_check(self) -> PermissionCheck | None:
+        change = self.open_change()
+        if self.keeps_app():
+            return selectors.latest_org_check(org=self.org)
+        return selectors.latest_change_check(change=change)
+
+    def keeps_app(self) -> bool:
+        data = (
+            self.get_cleaned_data_for_step("app")
+            if self.steps.current != "app"
+            else None
+        )
+        return bool(data and data.get("choice") == "keep")
+
+    def manageable_companies(self) -> QuerySet[Company]:
+        return self.request.access.companies_with(Capability.EDIT_CONNECTION)  # type: ignore[attr-defined]
+
+    # -- actions that are not steps (kept out of wizard storage) -----------
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        for name, action in WIZARD_ACTIONS.items():
+            if name in request.POST:
+                return action(self, request)
+        return super().post(request, *args, **kwargs)
+
+    def credentials_form(self, data: Any = None) -> CredentialsForm:
+        form_class = NewOrgCredentialsForm if self.org is None else CredentialsForm
+        return form_class(data, prefix="credentials")
+
+    def existing_apps(self) -> QuerySet[ExternalClientApp]:
+        # Apps not in use by another org (legacy shared apps excluded: moving
+        # off them is the point).
+        qs = ExternalClientApp.objects.filter(is_legacy_shared=False, orgs__isnull=True)
+        return qs.order_by("name")
+
+    def page_url(self) -> str:
+        if self.org is not None:
+            return reverse("orgs:edit-connection", args=[self.org.pk])
+        return reverse("orgs:add")
+
+    # -- rendering ---------------------------------------------------------
+
+    def get_context_data(self, form: Any, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(form=form, **kwargs)
+        change = self.open_change()
+        check = self.latest_check() if self.steps.current != "app" else None
+        context.update(
+            {
+                "org": self.org,
+                "change": change,
+                "check": check,
+                "step_titles": STEP_TITLES,
+                "callback_url": services.callback_url(),
+                "needs_openid": bool(self.org and self.org.is_identity_provider),
+                "credentials_form": kwargs.get("credentials_form")
+                or self.credentials_form(),
+                "existing_form": kwargs.get("existing_form")
+                or ExistingAppForm(apps=self.existing_apps()),
+                "keeps_app": self.keeps_app(),
+                "page_title": f"Edit Connection: {self.org.label}"
+                if self.org
+                else "Add organization",
+            }
+        )
+        if self.steps.current == "summary":
+            context["summary_rows"] = self._summary_rows()
+        if change is not None and self.steps.current == "app":
+            form.initial.setdefault("change", change.pk)
+            form.fields["change"].initial = change.pk
+        if check is not None and self.steps.current == "permissions":
+            form.fields["check"].initial = check.pk
+        return context
+
+    def _summary_rows(self) -> list[tuple[str, str, str]]:
+        org, change = self.org, self.open_change()
+        company = (self.get_cleaned_data_for_step("company") or {}).get("company")
+        keep = self.keeps_app()
+        app = org.client_app if org else None
+        rows = [
+            (
+                "Company",
+                org.company.name if org else "—",
+                company.name if company else "—",
+            ),
+        ]
+        if keep:
+            rows.append(
+                (
+                    "Client app",
+                    f"{app.name} (key {app.key_hint})" if app else "—",
+                    "unchanged",
+                )
+            )
+        elif change is not None:
+            new_app = change.client_app
+            rows += [
+                (
+                    "Client app",
+                    f"{app.name} (key {app.key_hint})" if app else "—",
+                    f"{new_app.name} (key {new_app.key_hint})",
+                ),
+                (
+                    "Consumer secret",
+                    f"fingerprint {app.fingerprint}" if app else "—",
+                    f"fingerprint {new_app.fingerprint}",
+                ),
+                (
+                    "Connected as",
+                    org.connected_as_username if org else "—",
+                    change.new_username,
+                ),
+                (
+                    "Refresh token",
+                    f"fingerprint {org.refresh_token_fingerprint}"
+                    if org and org.refresh_token_fingerprint
+                    else "—",
+                    f"fingerprint {change.new_refresh_token_fingerprint}",
+                ),
+                (
+                    "Instance URL",
+                    org.instance_url if org else "—",
+                    change.new_instance_url,
+                ),
+                ("Org ID", org.org_id if org else "—", change.new_org_id),
+            ]
+        return rows
+
+    def done(
+        self, form_list: Any, form_dict: dict[str, Any], **kwargs: Any
+    ) -> HttpResponse:
+        actor = Actor.from_request(self.request)
+        app_data = form_dict["app"].cleaned_data
+        company = form_dict["company"].cleaned_data["company"]
+        try:
+            if app_data["choice"] == "keep":
+                org = self._finish_keeping_app(actor, company, app_data.get("version"))
+            else:
+                change = self.open_change()
+                check = self.latest_check()
+                org = services.connection_change_apply(
+                    actor=actor,
+                    change=change,
+                    company=company,
+                    permission_check=check,
+                    alias=form_dict["company"].cleaned_data.get("alias", ""),
+                )
+        except ConcurrentChange as exc:
+            messages.error(self.request, str(exc))
+            return redirect(self.org.get_absolute_url() if self.org else "orgs:list")
+        except (services.ChangeError, ValidationError) as exc:
+            messages.error(self.request, " ".join(getattr(exc, "messages", [str(exc)])))
+            return redirect(self.page_url())
+        messages.success(
+            self.request, f"{org.label} is connected with the new settings."
+        )
+        return redirect(org.get_absolute_url())
+
+    def _finish_keeping_app(
+        self, actor: Actor, company: Company, version: int | None
+    ) -> SalesforceOrg:
+        assert self.org is not None
+        current = SalesforceOrg.objects.get(pk=self.org.pk)
+        if version is not None and current.version != version:
+            raise ConcurrentChange(ConcurrentChange.message)
+        if company.pk != current.company_id:
+            orgs_move(actor=actor, orgs=[current], to_company=company)
+        return current
+
+    def get_form_initial(self, step: str) -> dict[str, Any]:
+        if step == "app" and self.org is not None:
+            return {"version": self.org.version}
+        if step == "company" and self.org is not None:
+            return {"company": self.org.company_id}
+        return {}
+
+
+# --- the wizard's actions ---------------------------------------------------
+
+WizardAction = Callable[[ConnectionWizard, HttpRequest], HttpResponse]
+
+
+def save_credentials(wizard: ConnectionWizard, request: HttpRequest) -> HttpResponse:
+    form = wizard.credentials_form(request.POST)
+    if form.is_valid():
+        kind = ConnectionChange.Kind.EDIT if wizard.org else ConnectionChange.Kind.ADD
+        try:
+            services.connection_change_start(
+                actor=Actor.from_request(request),
+                kind=kind,
+                org=wizard.org,
+                **form.service_args(),
+            )
+        except ValidationError as exc:
+            form.add_service_errors(exc)
+        else:
+            messages.success(request, ACTIVATION_NOTICE)
+            return redirect(wizard.page_url())
+    return wizard.render(wizard.get_form(), credentials_form=form)
+
+
+def use_existing_app(wizard: ConnectionWizard, request: HttpRequest) -> HttpResponse:
+    form = ExistingAppForm(request.POST, apps=wizard.existing_apps())
+    if not form.is_valid():
+        return wizard.render(wizard.get_form(), existing_form=form)
+    try:
+        services.connection_change_start(
+            actor=Actor.from_request(request),
+            org=wizard.org,
+            existing_app=form.cleaned_data["existing_app"],
+        )
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    return redirect(wizard.page_url())
+
+
+def verify_permissions(wizard: ConnectionWizard, request: HttpRequest) -> HttpResponse:
+    actor = Actor.from_request(request)
+    try:
+        if wizard.keeps_app():
+            services.permission_check_start(actor=actor, org=wizard.org)
+        elif change := wizard.open_change():
+            services.permission_check_start(actor=actor, change=change)
+        else:
+            raise services.ChangeError("Authorize the new app first.")
+    except services.ChangeError as exc:
+        messages.error(request, str(exc))
+    return wizard.render(wizard.get_form())
+
+
+def cancel_change(wizard: ConnectionWizard, request: HttpRequest) -> HttpResponse:
+    if change := wizard.open_change():
+        services.connection_change_cancel(
+            actor=Actor.from_request(request), change=change
+        )
+        messages.info(request, "The staged change was cancelled; nothing changed.")
+    return redirect(wizard.page_url())
+
+
+ACTIVATION_NOTICE = (
+    "Saved. Salesforce can take up to 10 minutes to activate a new app; this "
+    "page shows when it is ready."
+)
+
+WIZARD_ACTIONS: dict[str, WizardAction] = {
+    "save_credentials": save_credentials,
+    "use_existing_app": use_existing_app,
+    "verify_permissions": verify_permissions,
+    "cancel_change": cancel_change,
+}

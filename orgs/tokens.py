@@ -1,0 +1,118 @@
+"""An org's tokens: the refresh lock, access tokens, and the one writer of
+the stored refresh token.
+
+Like paperless-ngx's ``refresh_account_oauth_token``, refreshing a token and
+saving what Salesforce sent back happen in one place: every path that stores
+a new or rotated refresh token (Finish, re-authorization, a refresh that
+rotates) calls :func:`org_refresh_token_store`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+
+from connections import salesforce
+
+from .models import SalesforceOrg
+
+
+def refresh_lock_ttl() -> int:
+    # As long as one refresh can take with its retries: a worker killed
+    # mid-refresh leaves the lock behind for no longer than that.
+    per_attempt = settings.SALESFORCE_CONNECT_TIMEOUT + settings.SALESFORCE_READ_TIMEOUT
+    return int(per_attempt * (1 + settings.SALESFORCE_MAX_RETRIES)) + 5
+
+
+@contextmanager
+def org_refresh_lock(org_id: int) -> Iterator[None]:
+    """One refresh of an org at a time, across workers.
+
+    A cache key, not a database row lock: the org row stays free for web
+    requests while a worker waits on Salesforce.
+    """
+    key = f"vbsf:org-refresh:{org_id}"
+    owner = secrets.token_hex(8)
+    ttl = refresh_lock_ttl()
+    deadline = time.monotonic() + ttl
+    while not cache.add(key, owner, timeout=ttl):
+        if time.monotonic() > deadline:
+            raise salesforce.TransientError(
+                "Another refresh of this org is still running."
+            )
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        if cache.get(key) == owner:
+            cache.delete(key)
+
+
+def org_refresh_token_store(
+    *, org: SalesforceOrg, token: str | None, replacing: str | None = None
+) -> str | None:
+    """Store ``token`` (encrypted, with its fingerprint) as the org's
+    refresh token. The one writer: every other path calls it.
+
+    Without ``replacing`` the caller holds the org row locked in its
+    transaction (Finish, re-authorization) and saves the org itself.
+
+    With ``replacing`` (a fingerprint: Salesforce rotated the token during a
+    refresh), the token is stored only if the org still holds the token that
+    was refreshed; if Finish or a re-authorization replaced it meanwhile,
+    their token wins and ``None`` is returned.
+
+    Returns the encrypted token that was replaced, for revocation.
+    """
+    if replacing is None:
+        return org.set_refresh_token(token)
+    with transaction.atomic():
+        current = SalesforceOrg.objects.select_for_update().get(pk=org.pk)
+        if current.refresh_token_fingerprint != replacing:
+            return None
+        replaced = current.set_refresh_token(token)
+        current.save(
+            update_fields=[
+                "refresh_token_encrypted",
+                "refresh_token_fingerprint",
+                "updated_at",
+            ]
+        )
+    return replaced
+
+
+def org_access_token(
+    *,
+    org_id: int,
+    login_url: str | None = None,
+    org: SalesforceOrg | None = None,
+) -> salesforce.TokenSet:
+    """Refresh the org's access token with its stored app and refresh token.
+
+    Refreshes of one org are serialised; a rotated refresh token is saved
+    through :func:`org_refresh_token_store`.
+    """
+    with org_refresh_lock(org_id):
+        if org is None:
+            org = SalesforceOrg.objects.select_related("client_app").get(pk=org_id)
+        if org.client_app is None:
+            raise salesforce.InvalidGrant("This org has no client app.")
+        refreshed = org.refresh_token_fingerprint
+        tokens = salesforce.refresh(
+            login_url=login_url or org.login_url,
+            client_id=org.client_app.consumer_key,
+            client_secret=org.client_app.get_consumer_secret(),
+            refresh_token=org.get_refresh_token(),
+            expected_org_id=org.org_id,
+        )
+        if tokens.refresh_token:
+            org_refresh_token_store(
+                org=org, token=tokens.refresh_token, replacing=refreshed
+            )
+    return tokens
