@@ -9,7 +9,7 @@ from django.contrib.auth.models import Group
 from django.db.models import Model
 from django.http import HttpRequest
 
-from vbsf.admin import ConsoleAdminPermissions
+from vbsf.admin import ConsoleAdminPermissions, ReadOnlyConsoleAdmin
 
 from .audit import Actor, audit_record
 from .models import AuditEvent, Company, RoleGrant
@@ -95,7 +95,7 @@ class RoleGrantAdmin(AuditedModelAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(ConsoleAdminPermissions, admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyConsoleAdmin, admin.ModelAdmin):
     """Read-only: the audit trail cannot be edited or deleted."""
 
     list_display = [
@@ -109,15 +109,6 @@ class AuditEventAdmin(ConsoleAdminPermissions, admin.ModelAdmin):
     ]
     list_filter = ["action", "outcome"]
     search_fields = ["actor_username", "org_label", "summary"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 # Console users and groups follow the same rule: Administrators only.

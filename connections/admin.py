@@ -7,7 +7,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from companies.admin import AuditedModelAdmin
-from vbsf.admin import ConsoleAdminPermissions, SecretField
+from vbsf.admin import ReadOnlyConsoleAdmin, SecretField
 
 from .models import ExternalClientApp, SalesforceIdentityLink, SignInAttempt
 from .salesforce.urls import InvalidSalesforceId, to_18
@@ -96,7 +96,7 @@ class SalesforceIdentityLinkAdmin(AuditedModelAdmin):
 
 
 @admin.register(SignInAttempt)
-class SignInAttemptAdmin(ConsoleAdminPermissions, admin.ModelAdmin):
+class SignInAttemptAdmin(ReadOnlyConsoleAdmin, admin.ModelAdmin):
     """Read-only history of "Log in with Salesforce"; the code, verifier and
     nonce are never shown."""
 
@@ -105,12 +105,3 @@ class SignInAttemptAdmin(ConsoleAdminPermissions, admin.ModelAdmin):
     list_select_related = ["org", "user"]
     fields = ["created_at", "org", "state", "user", "message", "consumed_at"]
     readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False

@@ -7,6 +7,7 @@ from companies.admin import AuditedModelAdmin
 from vbsf.admin import SecretField
 
 from .models import BackupPolicy, SalesforceOrg
+from .tokens import org_refresh_token_store
 
 
 class SalesforceOrgAdminForm(forms.ModelForm):
@@ -37,7 +38,7 @@ class SalesforceOrgAdminForm(forms.ModelForm):
     def save(self, commit: bool = True) -> SalesforceOrg:
         org = super().save(commit=False)
         if token := self.cleaned_data.get("refresh_token"):
-            org.set_refresh_token(token)
+            org_refresh_token_store(org=org, token=token)
         if commit:
             org.save()
         return org

@@ -174,8 +174,9 @@ class SalesforceOrg(models.Model):
     def set_refresh_token(self, token: str | None) -> str:
         """Set the stored refresh token and its fingerprint on this instance.
 
-        Only ``orgs.tokens.org_refresh_token_store`` calls it (and org
-        creation); returns the encrypted token it replaces, for revocation.
+        Only ``orgs.tokens.org_refresh_token_store`` calls it (test and
+        benchmark fixtures aside); returns the encrypted token it replaces,
+        for revocation.
         """
         replaced = self.refresh_token_encrypted
         if token:

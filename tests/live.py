@@ -61,7 +61,7 @@ def _database_url() -> str:
     return f"postgres://{auth}{host}:{port}/{params['NAME']}"
 
 
-def _purge_broker() -> None:
+def purge_broker() -> None:
     from vbsf.celery import app
 
     if django_settings.CELERY_BROKER_URL.startswith("filesystem"):
@@ -98,7 +98,7 @@ def worker(
         "VBSF_EMAIL_FILE_PATH": str(EMAIL_DIR),
     }
     with django_db_blocker.unblock():
-        _purge_broker()
+        purge_broker()
     process = Worker(env)
     process.start()
     try:

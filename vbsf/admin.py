@@ -69,3 +69,17 @@ class ConsoleAdminPermissions:
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return _is_console_admin(request)
+
+
+class ReadOnlyConsoleAdmin(ConsoleAdminPermissions):
+    """Administrators may look, nobody may add, change or delete: records
+    the console writes itself (the audit trail, sign-in attempts)."""
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

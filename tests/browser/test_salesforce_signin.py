@@ -10,13 +10,13 @@ import pytest
 from playwright.sync_api import expect
 
 from connections.models import SignInAttempt
-from tests.integration.test_salesforce_signin import SF_PASSWORD, _identity_provider
+from tests.integration.test_salesforce_signin import SF_PASSWORD, identity_provider
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 
 def test_a_console_user_logs_in_with_salesforce(page: Any, stack: Any) -> None:
-    idp = _identity_provider(stack, name="browser")
+    idp = identity_provider(stack, name="browser")
     base = stack.url
 
     page.goto(f"{base}/login/")
@@ -39,7 +39,7 @@ def test_a_console_user_logs_in_with_salesforce(page: Any, stack: Any) -> None:
 
 
 def test_an_unlinked_user_sees_why_and_can_go_back(page: Any, stack: Any) -> None:
-    idp = _identity_provider(stack, name="browserunlinked", link=False)
+    idp = identity_provider(stack, name="browserunlinked", link=False)
     base = stack.url
 
     page.goto(f"{base}/login/")

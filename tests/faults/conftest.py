@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.live import Worker, _purge_broker
+from tests.live import Worker, purge_broker
 
 
 class Workers:
@@ -61,7 +61,7 @@ def workers(worker: Worker, django_db_blocker: Any) -> Iterator[Workers]:
     finally:
         own.current.kill()
         with django_db_blocker.unblock():
-            _purge_broker()
+            purge_broker()
         worker.start()
 
 

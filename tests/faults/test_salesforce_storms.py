@@ -35,7 +35,7 @@ from tests.faults.flows import (
     start_change,
     wait_state,
 )
-from tests.live import _purge_broker, wait_for
+from tests.live import purge_broker, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -198,7 +198,7 @@ def test_revoke_in_an_endless_503_storm_stops_after_max_retries(fault_stack):
     target, staged = org_with_authorized_change(fault_stack, "revoke-storm")
     fault_stack.workers.kill()  # the revoke Finish enqueues is not run
     finish(staged.pk, checked=False)
-    _purge_broker()
+    purge_broker()
     fault(sim, kind="error_503", path_prefix=REVOKE_PATH)
     sim.clear_requests()
     result = revoke_old_token.apply(kwargs={"change_id": staged.pk})

@@ -41,7 +41,7 @@ class IdP:
     user: Any
 
 
-def _identity_provider(stack: Any, *, name: str = "idp", link: bool = True) -> IdP:
+def identity_provider(stack: Any, *, name: str = "idp", link: bool = True) -> IdP:
     """A sign-in org in the simulator and the console, with a linked user."""
     sim = stack.sim
     created = sim.create_org(name)
@@ -115,7 +115,7 @@ def _sign_in(client: Client, idp: IdP, *, decision: str = "Allow") -> Any:
 
 
 def test_a_linked_salesforce_user_signs_in(stack: Any) -> None:
-    idp = _identity_provider(stack)
+    idp = identity_provider(stack)
     client = Client()
     login_page = client.get("/login/").content.decode()
     assert "Log in with Salesforce" in login_page
@@ -176,7 +176,7 @@ def test_a_linked_salesforce_user_signs_in(stack: Any) -> None:
 
 
 def test_htmx_polls_get_a_client_side_redirect(stack: Any) -> None:
-    idp = _identity_provider(stack, name="htmx")
+    idp = identity_provider(stack, name="htmx")
     client = Client()
     attempt, response = _sign_in(client, idp)
     wait_url = response["Location"]
@@ -192,7 +192,7 @@ def test_htmx_polls_get_a_client_side_redirect(stack: Any) -> None:
 
 
 def test_an_unlinked_salesforce_user_is_refused(stack: Any) -> None:
-    idp = _identity_provider(stack, name="unlinked", link=False)
+    idp = identity_provider(stack, name="unlinked", link=False)
     client = Client()
     _, response = _sign_in(client, idp)
     response = _poll(client, response["Location"])
@@ -209,7 +209,7 @@ def test_an_unlinked_salesforce_user_is_refused(stack: Any) -> None:
 
 
 def test_an_inactive_console_user_is_refused(stack: Any) -> None:
-    idp = _identity_provider(stack, name="inactive")
+    idp = identity_provider(stack, name="inactive")
     type(idp.user).objects.filter(pk=idp.user.pk).update(is_active=False)
     client = Client()
     _, response = _sign_in(client, idp)
@@ -219,7 +219,7 @@ def test_an_inactive_console_user_is_refused(stack: Any) -> None:
 
 
 def test_forged_and_replayed_states_are_refused(stack: Any) -> None:
-    idp = _identity_provider(stack, name="replay")
+    idp = identity_provider(stack, name="replay")
     client = Client()
     authorize_url, attempt = _start(client)
     callback = salesforce_login(authorize_url, idp.sf_username, SF_PASSWORD)
@@ -239,7 +239,7 @@ def test_forged_and_replayed_states_are_refused(stack: Any) -> None:
 
 
 def test_access_denied_at_salesforce_goes_back_to_sign_in(stack: Any) -> None:
-    idp = _identity_provider(stack, name="denied")
+    idp = identity_provider(stack, name="denied")
     client = Client()
     attempt, response = _sign_in(client, idp, decision="Deny")
     assert response.status_code == 302 and response["Location"] == "/login/"
@@ -254,7 +254,7 @@ def test_access_denied_at_salesforce_goes_back_to_sign_in(stack: Any) -> None:
 
 
 def test_a_nonce_mismatch_is_refused(stack: Any) -> None:
-    idp = _identity_provider(stack, name="nonce")
+    idp = identity_provider(stack, name="nonce")
     client = Client()
     authorize_url, attempt = _start(client)
     SignInAttempt.objects.filter(pk=attempt.pk).update(nonce="tampered-nonce")
