@@ -352,3 +352,55 @@ class SignInAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"Sign-in attempt {self.pk} ({self.get_state_display()})"
+
+
+class WizardState(models.Model):
+    """Where an Edit Connection or Add organization wizard stands.
+
+    Kept in the database, not in a browser session: every tab (and every
+    Administrator) working on the org's connection sees the same step and
+    choices, and a second Finish finds the run already finished. One row
+    per org for Edit Connection; per user for Add organization (no org yet).
+    """
+
+    org = models.OneToOneField(
+        "orgs.SalesforceOrg",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="wizard_state",
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Add organization: whose wizard this is.",
+    )
+    # formtools' storage layout: current step, step data, extra data.
+    data = models.JSONField(default=dict, blank=True)
+    # Bumped by every Finish: a page rendered for an earlier run cannot
+    # apply again.
+    run = models.PositiveIntegerField(default=1)
+    finished_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user"],
+                condition=models.Q(org__isnull=True),
+                name="one_add_wizard_per_user",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Wizard of {self.org or self.user} at {self.data.get('step')}"

@@ -38,12 +38,14 @@ urlpatterns = [
 
 # Under /orgs/, in the orgs namespace.
 org_urlpatterns = [
-    path("add/", wizard.ConnectionWizard.as_view(), name="add"),
+    path("add/", wizard.add_organization, name="add"),
+    path("add/<slug:step>/", wizard.add_organization, name="add-step"),
     path("<id:pk>/", org_page.org_detail, name="detail"),
+    path("<id:pk>/edit-connection/", wizard.edit_connection, name="edit-connection"),
     path(
-        "<id:pk>/edit-connection/",
-        wizard.ConnectionWizard.as_view(),
-        name="edit-connection",
+        "<id:pk>/edit-connection/<slug:step>/",
+        wizard.edit_connection,
+        name="edit-connection-step",
     ),
     path("<id:pk>/reauthorize/", org_page.org_reauthorize, name="reauthorize"),
     path(

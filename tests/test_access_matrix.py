@@ -30,6 +30,8 @@ GET_RULES: dict[str, set[str] | str] = {
     "audit-export": ADMIN_ONLY,
     "orgs:add": ADMIN_ONLY,
     "orgs:edit-connection": ADMIN_ONLY,
+    "orgs:add-step": ADMIN_ONLY,
+    "orgs:edit-connection-step": ADMIN_ONLY,
     "orgs:settings": "post-only",
     "orgs:verify-permissions": "post-only",
     "policies:edit": ADMIN_ONLY,
@@ -47,6 +49,10 @@ GET_RULES: dict[str, set[str] | str] = {
     "connections:signin-start": "no-provider",
     "connections:signin-wait": "no-provider",
 }
+
+
+# Entry URLs that redirect to the wizard's current step.
+WIZARD_ENTRIES = {"orgs:add", "orgs:edit-connection"}
 
 
 def _named_patterns(
@@ -92,6 +98,8 @@ def _url_for(name: str, world) -> str:
     kwargs = {
         "orgs:detail": {"pk": world.acme_org.pk},
         "orgs:edit-connection": {"pk": world.acme_org.pk},
+        "orgs:edit-connection-step": {"pk": world.acme_org.pk, "step": "app"},
+        "orgs:add-step": {"step": "app"},
         "orgs:settings": {"pk": world.acme_org.pk},
         "orgs:reauthorize": {"pk": world.acme_org.pk},
         "orgs:edit-url": {"pk": world.acme_org.pk},
@@ -134,6 +142,10 @@ def test_role_can_get_exactly_what_spec_allows(world, role, name):
         assert response.status_code == 403
     elif rule == "no-provider":
         assert response.status_code == 404
+    elif role in rule and name in WIZARD_ENTRIES:
+        # The wizard's entry URL sends the browser on to its current step.
+        assert response.status_code == 302, url
+        assert response["Location"].endswith("/app/")
     elif role in rule:
         assert response.status_code == 200, url
     else:

@@ -42,8 +42,10 @@ from .changes import (
 )
 from .finish import (
     connection_change_apply,
+    connection_keep_finish,
     org_connection_replace,
     reauthorization_apply,
+    wizard_finished,
 )
 from .reauthorization import reauthorization_start
 from .revocation import MAX_REVOKE_ATTEMPTS, revocations_resume, revoke_old_token
@@ -75,6 +77,7 @@ __all__ = [
     "connection_change_receive_code",
     "connection_change_start",
     "connection_changes_resume",
+    "connection_keep_finish",
     "elapsed_text",
     "oauth_callback_receive",
     "org_connection_replace",
@@ -86,4 +89,5 @@ __all__ = [
     "required_scopes_for",
     "revocations_resume",
     "revoke_old_token",
+    "wizard_finished",
 ]

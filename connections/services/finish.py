@@ -13,10 +13,10 @@ from django.utils import timezone
 from companies.audit import Actor, audit_record
 from companies.models import Company
 from orgs.models import BackupPolicy, ConnectionStatus, SalesforceOrg
-from orgs.services import org_create, org_locked, org_snapshot
+from orgs.services import org_create, org_locked, org_snapshot, orgs_move
 from orgs.tokens import org_refresh_token_store
 
-from ..models import ConnectionChange, PermissionCheck
+from ..models import ConnectionChange, PermissionCheck, WizardState
 from .changes import ChangeError, State
 from .revocation import change_token_abandon, change_token_revoke_later
 from .verification import permission_check_start
@@ -171,3 +171,30 @@ def reauthorization_apply(*, change_id: int) -> str:
     )
     permission_check_start(actor=Actor(user=change.created_by), org=org)
     return "applied"
+
+
+@transaction.atomic
+def connection_keep_finish(
+    *,
+    actor: Actor,
+    org: SalesforceOrg,
+    company: Company,
+    expected_version: int | None,
+) -> SalesforceOrg:
+    """Finish with "Keep the current app": only the company may change,
+    and only if the org is still the one the wizard started from."""
+    org = org_locked(org, expected_version)
+    if company.pk != org.company_id:
+        orgs_move(actor=actor, orgs=[org], to_company=company)
+    return org
+
+
+def wizard_finished(*, state: WizardState, user: object) -> None:
+    """Close the wizard's run: a page rendered for it cannot Finish again,
+    and says who finished it and when."""
+    now = timezone.now()
+    finished_by = user if getattr(user, "is_authenticated", False) else None
+    WizardState.objects.filter(pk=state.pk).update(
+        run=state.run + 1, finished_by=finished_by, finished_at=now
+    )
+    state.run, state.finished_by, state.finished_at = state.run + 1, finished_by, now

@@ -18,14 +18,15 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
-from formtools.wizard.views import SessionWizardView
+from django.utils import formats
+from formtools.wizard.views import NamedUrlWizardView, WizardView
 
 from companies.access import Capability
 from companies.audit import Actor
 from companies.models import Company
 from orgs.models import SalesforceOrg
 from orgs.selectors import org_get
-from orgs.services import ConcurrentChange, orgs_move
+from orgs.services import ConcurrentChange
 
 from .. import selectors, services
 from ..forms import (
@@ -38,6 +39,7 @@ from ..forms import (
     SummaryStepForm,
 )
 from ..models import ConnectionChange, ExternalClientApp, PermissionCheck
+from ..wizard_storage import PREFIX
 
 STEP_TITLES = [
     ("app", "Client app"),
@@ -47,8 +49,16 @@ STEP_TITLES = [
 ]
 
 
-class ConnectionWizard(SessionWizardView):
-    """Edit Connection (``org`` set) or Add organization (``org`` None)."""
+class ConnectionWizard(NamedUrlWizardView):
+    """Edit Connection (``org`` set) or Add organization (``org`` None).
+
+    Each step has its URL and every POST answers with a redirect, so Back
+    and reload never resubmit; the steps' data lives in ``WizardState``
+    (the org's, not the browser tab's).
+    """
+
+    storage_name = "connections.wizard_storage.WizardStateStorage"
+    done_step_name = "done"
 
     form_list = [
         ("app", AppStepForm),
@@ -69,7 +79,39 @@ class ConnectionWizard(SessionWizardView):
         return super().dispatch(request, *args, **kwargs)
 
     def get_prefix(self, request: HttpRequest, *args: Any, **kwargs: Any) -> str:
-        return f"connection_wizard_{kwargs.get('pk') or 'add'}"
+        return f"{PREFIX}{kwargs.get('pk') or 'add'}"
+
+    def get_step_url(self, step: str) -> str:
+        args = [self.org.pk, step] if self.org else [step]
+        return reverse(self.url_name, args=args)
+
+    def get(self, *args: Any, **kwargs: Any) -> HttpResponse:
+        # Finish happens on the POST of the summary, never on a GET.
+        if kwargs.get("step") == self.done_step_name:
+            return redirect(self.get_step_url(self.steps.last))
+        if "version" not in self.storage.extra_data and self.org is not None:
+            # The version every Finish of this run is checked against.
+            self.storage.extra_data = {"version": self.org.version}
+        return super().get(*args, **kwargs)
+
+    def render_done(self, form: Any, **kwargs: Any) -> HttpResponse:
+        # NamedUrlWizardView would redirect to a "done" GET that applies the
+        # change; the POST of the summary applies it instead.
+        return WizardView.render_done(self, form, **kwargs)
+
+    def render(self, form: Any = None, **kwargs: Any) -> HttpResponse:
+        response = super().render(form, **kwargs)
+        if self.request.method == "POST":
+            # Bad input: the form with its errors, as a 4xx (nothing changed).
+            response.status_code = 422
+        return response
+
+    def render_revalidation_failure(
+        self, failed_step: str, form: Any, **kwargs: Any
+    ) -> HttpResponse:
+        self.storage.current_step = failed_step
+        messages.error(self.request, REVALIDATION_NOTICE)
+        return redirect(self.get_step_url(failed_step))
 
     def get_template_names(self) -> list[str]:
         return [f"connections/wizard_{self.steps.current}.html"]
@@ -106,10 +148,23 @@ class ConnectionWizard(SessionWizardView):
     # -- actions that are not steps (kept out of wizard storage) -----------
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if finished := self.finished_meanwhile():
+            messages.info(request, finished)
+            return redirect(self.org.get_absolute_url() if self.org else "orgs:list")
         for name, action in WIZARD_ACTIONS.items():
             if name in request.POST:
                 return action(self, request)
         return super().post(request, *args, **kwargs)
+
+    def finished_meanwhile(self) -> str:
+        """Who finished this wizard since the page was rendered, if anyone."""
+        state = self.storage.state
+        posted = self.request.POST.get("wizard_run", "")
+        if not posted.isdigit() or int(posted) == state.run or not state.finished_at:
+            return ""
+        who = state.finished_by.get_username() if state.finished_by else "someone"
+        when = formats.date_format(state.finished_at, "DATETIME_FORMAT")
+        return f"{who} already finished this on {when}; nothing was applied again."
 
     def credentials_form(self, data: Any = None) -> CredentialsForm:
         form_class = NewOrgCredentialsForm if self.org is None else CredentialsForm
@@ -122,9 +177,7 @@ class ConnectionWizard(SessionWizardView):
         return qs.order_by("name")
 
     def page_url(self) -> str:
-        if self.org is not None:
-            return reverse("orgs:edit-connection", args=[self.org.pk])
-        return reverse("orgs:add")
+        return self.get_step_url(self.steps.current)
 
     # -- rendering ---------------------------------------------------------
 
@@ -134,6 +187,7 @@ class ConnectionWizard(SessionWizardView):
         check = self.latest_check() if self.steps.current != "app" else None
         context.update(
             {
+                "wizard_run": self.storage.state.run,
                 "org": self.org,
                 "change": change,
                 "check": check,
@@ -221,7 +275,12 @@ class ConnectionWizard(SessionWizardView):
         company = form_dict["company"].cleaned_data["company"]
         try:
             if app_data["choice"] == "keep":
-                org = self._finish_keeping_app(actor, company, app_data.get("version"))
+                org = services.connection_keep_finish(
+                    actor=actor,
+                    org=self.org,
+                    company=company,
+                    expected_version=self.expected_version(app_data),
+                )
             else:
                 change = self.open_change()
                 check = self.latest_check()
@@ -238,21 +297,19 @@ class ConnectionWizard(SessionWizardView):
         except (services.ChangeError, ValidationError) as exc:
             messages.error(self.request, " ".join(getattr(exc, "messages", [str(exc)])))
             return redirect(self.page_url())
+        services.wizard_finished(state=self.storage.state, user=self.request.user)
         messages.success(
             self.request, f"{org.label} is connected with the new settings."
         )
         return redirect(org.get_absolute_url())
 
-    def _finish_keeping_app(
-        self, actor: Actor, company: Company, version: int | None
-    ) -> SalesforceOrg:
-        assert self.org is not None
-        current = SalesforceOrg.objects.get(pk=self.org.pk)
-        if version is not None and current.version != version:
-            raise ConcurrentChange(ConcurrentChange.message)
-        if company.pk != current.company_id:
-            orgs_move(actor=actor, orgs=[current], to_company=company)
-        return current
+    def expected_version(self, app_data: dict[str, Any]) -> int | None:
+        """The org version this run started from: the hidden field, or the
+        one recorded when the run began (so a Finish without the field is
+        still checked)."""
+        if app_data.get("version") is not None:
+            return app_data["version"]
+        return self.storage.extra_data.get("version")
 
     def get_form_initial(self, step: str) -> dict[str, Any]:
         if step == "app" and self.org is not None:
@@ -324,6 +381,11 @@ def cancel_change(wizard: ConnectionWizard, request: HttpRequest) -> HttpRespons
     return redirect(wizard.page_url())
 
 
+REVALIDATION_NOTICE = (
+    "The connection changed since this step was completed (a change was "
+    "cancelled, or someone else worked on it): check this step again."
+)
+
 ACTIVATION_NOTICE = (
     "Saved. Salesforce can take up to 10 minutes to activate a new app; this "
     "page shows when it is ready."
@@ -335,3 +397,6 @@ WIZARD_ACTIONS: dict[str, WizardAction] = {
     "verify_permissions": verify_permissions,
     "cancel_change": cancel_change,
 }
+
+edit_connection = ConnectionWizard.as_view(url_name="orgs:edit-connection-step")
+add_organization = ConnectionWizard.as_view(url_name="orgs:add-step")

@@ -147,7 +147,9 @@ def test_wrong_secret_is_reported_after_one_probe(env):
     assert services.connection_change_probe(change_id=change.pk, attempt=0) == (
         "wrong_secret"
     )
-    page = env.client.get(f"/orgs/{env.org.pk}/edit-connection/").content.decode()
+    page = env.client.get(
+        f"/orgs/{env.org.pk}/edit-connection/", follow=True
+    ).content.decode()
     assert "rejected the consumer secret" in page
     assert "wrong-secret-1234" not in page
 
@@ -194,7 +196,7 @@ def test_malformed_credentials_get_a_clear_message(env, key, secret, message):
             "save_credentials": "1",
         },
     )
-    assert response.status_code == 200
+    assert response.status_code == 422  # the form again, with its errors
     assert message in response.content.decode()
     assert not ConnectionChange.objects.exists()
 
