@@ -57,6 +57,18 @@ class CredentialsForm(forms.Form):
             self.add_error(field if field in self.fields else None, errors)
 
 
+class SecretRetryForm(forms.Form):
+    """Salesforce rejected the secret: the key is kept, the secret asked again."""
+
+    consumer_secret = forms.CharField(
+        label="Consumer secret",
+        max_length=255,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="Copy it again from the app's OAuth settings. Never shown again.",
+    )
+
+
 class NewOrgCredentialsForm(CredentialsForm):
     login_url = forms.CharField(
         label="Organization URL",
@@ -73,8 +85,14 @@ class NewOrgCredentialsForm(CredentialsForm):
     ]
 
 
+class ExistingAppField(IdChoiceField):
+    def label_from_instance(self, obj: Any) -> str:
+        # Apps are often named alike: the key's tail and the date tell them apart.
+        return f"{obj.name} (key {obj.key_hint}, added {obj.created_at:%d %b %Y})"
+
+
 class ExistingAppForm(forms.Form):
-    existing_app = IdChoiceField(
+    existing_app = ExistingAppField(
         label="External client app",
         queryset=ExternalClientApp.objects.none(),
         error_messages={"invalid_choice": "Pick one of the listed apps."},
@@ -92,8 +110,11 @@ class AppStepForm(forms.Form):
         choices=[
             ("keep", "Keep the current app"),
             ("new", "Use a new external client app"),
+            ("existing", "Use an app this org used before"),
         ],
-        widget=forms.RadioSelect,
+        # The radios stand above the choice's fields; they belong to the
+        # step's form (Next) wherever they stand on the page.
+        widget=forms.RadioSelect(attrs={"form": "app-step"}),
         initial="new",
     )
     change = forms.IntegerField(
@@ -108,6 +129,8 @@ class AppStepForm(forms.Form):
         self.wizard = wizard
         if wizard.org is None:
             self.fields["choice"].choices = [("new", "Use a new external client app")]
+        elif not wizard.existing_apps().exists():
+            self.fields["choice"].choices = self.fields["choice"].choices[:2]
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()

@@ -56,17 +56,24 @@ def change_get(
     return change
 
 
+def capability_for(change: ConnectionChange) -> Capability:
+    """What acting on a change needs: Re-authorize for a re-authorization,
+    Edit Connection for any other change."""
+    if change.kind == ConnectionChange.Kind.REAUTHORIZE:
+        return Capability.REAUTHORIZE
+    return Capability.EDIT_CONNECTION
+
+
+def may_act_on_change(*, access: AccessProfile, change: ConnectionChange) -> bool:
+    company_id = change.org.company_id if change.org_id else None
+    return access.can(capability_for(change), company_id)
+
+
 def change_for_action(*, access: AccessProfile, user: Any, pk: int) -> ConnectionChange:
     """A change the user may see (else 404) and act on (else 403): a
     re-authorization needs Re-authorize, any other change Edit Connection."""
     change = change_get(access=access, user=user, pk=pk, capability=Capability.VIEW)
-    needed = (
-        Capability.REAUTHORIZE
-        if change.kind == ConnectionChange.Kind.REAUTHORIZE
-        else Capability.EDIT_CONNECTION
-    )
-    company_id = change.org.company_id if change.org_id else None
-    if not access.can(needed, company_id):
+    if not may_act_on_change(access=access, change=change):
         raise PermissionDenied
     return change
 

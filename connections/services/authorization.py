@@ -20,7 +20,7 @@ from vbsf.queue import enqueue_on_commit
 
 from ..models import ConnectionChange, ExternalClientApp
 from .changes import ChangeError, State
-from .revocation import token_revoke_quietly
+from .revocation import change_token_revoke_later, token_revoke_quietly
 from .verification import permission_check_start
 
 BASE_SCOPES = ("api", "refresh_token", "id")
@@ -181,6 +181,7 @@ def connection_change_exchange(*, change_id: int) -> str:
         if change.state != State.EXCHANGING:
             token_revoke_quietly(change.login_url, tokens.refresh_token)
             return "skipped"
+        change_previous_token_abandon(change)
         change.set_secret("new_refresh_token", tokens.refresh_token)
         change.new_instance_url = tokens.instance_url
         change.new_org_id = tokens.org_id
@@ -203,6 +204,21 @@ def connection_change_exchange(*, change_id: int) -> str:
         else:
             permission_check_start(actor=Actor.system(), change=change)
     return "authorized"
+
+
+def change_previous_token_abandon(change: ConnectionChange) -> None:
+    """ "Authorize again": the token of the earlier sign-in is never used, so
+    it is revoked rather than left alive at Salesforce."""
+    if not change.has_new_token:
+        return
+    if change.holds_replaced_token:
+        # The revocation slot is busy with an earlier token: revoke this one
+        # directly (rare: two re-authorizations within one revoke's retries).
+        token_revoke_quietly(change.login_url, change.get_secret("new_refresh_token"))
+        change.release_new_token()
+        return
+    change.abandon_new_token()
+    change_token_revoke_later(change=change)
 
 
 def authorization_refuse(change_id: int, code: str, message: str) -> str:

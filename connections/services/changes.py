@@ -18,6 +18,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from companies.access import AccessProfile, Capability
 from companies.audit import Actor, audit_record
 from companies.models import Company
 from connections import salesforce
@@ -135,42 +136,26 @@ def connection_change_start(
         except InvalidSalesforceUrl as exc:
             raise ValidationError({"login_url": str(exc)}) from None
     if existing_app is None:
-        consumer_key = clean_consumer_key(consumer_key)
-        consumer_secret = clean_consumer_secret(consumer_secret)
-        taken = ExternalClientApp.objects.filter(consumer_key=consumer_key).first()
-        if taken is not None:
-            owner = taken.orgs.first()
-            if org is not None and taken.pk == org.client_app_id:
-                raise ValidationError(
-                    {
-                        "consumer_key": "This is the app the org already uses. Choose "
-                        "“Keep the current app”, or enter the key of the new app."
-                    }
-                )
-            where = f" of {owner.label}" if owner else ""
-            raise ValidationError(
-                {
-                    "consumer_key": f"This consumer key belongs to the app{where}. "
-                    "Each org needs its own external client app: create one in "
-                    "Salesforce and paste its key and secret."
-                }
-            )
-        app = ExternalClientApp(
-            name=(app_name or f"{org.label if org else 'new-org'}-eca")[:80],
-            consumer_key=consumer_key,
+        app = client_app_for_change(
+            actor=actor,
+            org=org,
+            consumer_key=clean_consumer_key(consumer_key),
+            consumer_secret=clean_consumer_secret(consumer_secret),
+            app_name=app_name,
         )
-        app.set_consumer_secret(consumer_secret)
-        app.full_clean()
-        app.save()
     else:
         app = existing_app
-    # One open change per org: a new one replaces any earlier one.
+    # One open change per org: a new one replaces any earlier one, and an
+    # unused new token of the replaced one is revoked.
     if org is not None:
-        org.connection_changes.filter(state__in=ConnectionChange.OPEN_STATES).update(
-            state=State.ROLLED_BACK,
-            finished_at=timezone.now(),
-            failure_message="Replaced by a newer change.",
-        )
+        for replaced in org.connection_changes.filter(
+            state__in=ConnectionChange.OPEN_STATES
+        ):
+            replaced.state = State.ROLLED_BACK
+            replaced.finished_at = timezone.now()
+            replaced.failure_message = "Replaced by a newer change."
+            replaced.save()
+            change_token_abandon(change=replaced)
     now = timezone.now()
     change = ConnectionChange.objects.create(
         kind=kind,
@@ -200,6 +185,98 @@ def connection_change_start(
         "connections.tasks.probe_activation", change_id=change.pk, attempt=0
     )
     return change
+
+
+def client_app_for_change(
+    *,
+    actor: Actor,
+    org: SalesforceOrg | None,
+    consumer_key: str,
+    consumer_secret: str,
+    app_name: str,
+) -> ExternalClientApp:
+    """The app record for newly entered credentials.
+
+    A key this org (or, for Add organization, this user) staged before in a
+    change that was cancelled, failed or expired is free again: the record
+    is reused with the new secret, so a mistyped secret never burns the key.
+    A key in use by another org is refused.
+    """
+    taken = (
+        ExternalClientApp.objects.select_for_update()
+        .filter(consumer_key=consumer_key)
+        .first()
+    )
+    if taken is None:
+        app = ExternalClientApp(
+            name=(app_name or f"{org.label if org else 'new-org'}-eca")[:80],
+            consumer_key=consumer_key,
+        )
+    elif org is not None and taken.pk == org.client_app_id:
+        raise ValidationError(
+            {
+                "consumer_key": "This is the app the org already uses. Choose "
+                "“Keep the current app”, or enter the key of the new app."
+            }
+        )
+    elif client_app_is_free_for(taken, org=org, user=actor.user):
+        app = taken
+        app.name = (app_name or app.name)[:80]
+    else:
+        raise ValidationError({"consumer_key": key_taken_message(taken, actor=actor)})
+    app.set_consumer_secret(consumer_secret)
+    app.full_clean()
+    app.save()
+    return app
+
+
+def client_app_is_free_for(
+    app: ExternalClientApp, *, org: SalesforceOrg | None, user: Any
+) -> bool:
+    """No org uses the app, no open change of anyone else holds it, and every
+    change that used it was this org's (or this user's new org)."""
+    if app.is_legacy_shared or app.orgs.exists():
+        return False
+    changes = app.changes.all()
+    if org is not None:
+        return not changes.exclude(org=org).exists()
+    user_id = getattr(user, "pk", None)
+    return not changes.exclude(org__isnull=True, created_by_id=user_id).exists()
+
+
+def key_taken_message(app: ExternalClientApp, *, actor: Actor) -> str:
+    owner = app.orgs.select_related("company").first()
+    if owner is None:
+        change = app.changes.select_related("org").exclude(org=None).first()
+        owner = change.org if change else None
+    visible = owner is not None and AccessProfile(actor.user).can(
+        Capability.VIEW, owner.company_id
+    )
+    where = f" of {owner.label}" if visible else " of another org"
+    return (
+        f"This consumer key belongs to the app{where}. Each org needs its own "
+        "external client app: create one in Salesforce and paste its key and "
+        "secret."
+    )
+
+
+@transaction.atomic
+def connection_change_retry_secret(
+    *, actor: Actor, change: ConnectionChange, consumer_secret: str
+) -> ConnectionChange:
+    """Salesforce rejected the secret: stage the same key again with the
+    secret entered anew (the key is kept; nothing else to re-enter)."""
+    return connection_change_start(
+        actor=actor,
+        kind=change.kind,
+        org=change.org,
+        company=change.company,
+        login_url=change.login_url,
+        org_type=change.org_type,
+        consumer_key=change.client_app.consumer_key,
+        consumer_secret=consumer_secret,
+        app_name=change.client_app.name,
+    )
 
 
 # --- activation probing -----------------------------------------------------
@@ -259,7 +336,8 @@ def connection_change_probe(*, change_id: int, attempt: int) -> str:
             change_id,
             "wrong_secret",
             "Salesforce knows this consumer key but rejected the consumer secret. "
-            "Copy the secret again from the app's OAuth settings and re-enter both.",
+            "Copy the secret again from the app's OAuth settings and enter it "
+            "below: the key is kept.",
         )
         return "wrong_secret"
     return probe_schedule_next(change, attempt + 1)

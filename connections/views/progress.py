@@ -33,6 +33,10 @@ def change_status(request: HttpRequest, change_id: int) -> HttpResponse:
         capability=Capability.VIEW,
     )
     context = change_status_context(change)
+    context["may_authorize"] = selectors.may_act_on_change(
+        access=request.access,  # type: ignore[attr-defined]
+        change=change,
+    )
     # The partial replaces part of another page (wizard, policy, org page):
     # "Authorize at Salesforce" must come back to that page, not here.
     current = urlsplit(request.headers.get("HX-Current-URL", ""))

@@ -36,6 +36,7 @@ from ..forms import (
     ExistingAppForm,
     NewOrgCredentialsForm,
     PermissionsStepForm,
+    SecretRetryForm,
     SummaryStepForm,
 )
 from ..models import ConnectionChange, ExternalClientApp, PermissionCheck
@@ -171,10 +172,20 @@ class ConnectionWizard(NamedUrlWizardView):
         return form_class(data, prefix="credentials")
 
     def existing_apps(self) -> QuerySet[ExternalClientApp]:
-        # Apps not in use by another org (legacy shared apps excluded: moving
-        # off them is the point).
-        qs = ExternalClientApp.objects.filter(is_legacy_shared=False, orgs__isnull=True)
-        return qs.order_by("name")
+        # Apps this org used before and no org uses now: not failed
+        # attempts, not other orgs' apps, not the shared connected app.
+        if self.org is None:
+            return ExternalClientApp.objects.none()
+        return (
+            ExternalClientApp.objects.filter(
+                is_legacy_shared=False,
+                orgs__isnull=True,
+                changes__org=self.org,
+                changes__state=ConnectionChange.State.APPLIED,
+            )
+            .distinct()
+            .order_by("name", "pk")
+        )
 
     def page_url(self) -> str:
         return self.get_step_url(self.steps.current)
@@ -196,6 +207,11 @@ class ConnectionWizard(NamedUrlWizardView):
                 "needs_openid": bool(self.org and self.org.is_identity_provider),
                 "credentials_form": kwargs.get("credentials_form")
                 or self.credentials_form(),
+                "retry_form": kwargs.get("retry_form")
+                or SecretRetryForm(prefix="retry"),
+                "may_authorize": True,
+                "next_primary": self.steps.current != "app"
+                or bool(change and change.state == ConnectionChange.State.AUTHORIZED),
                 "existing_form": kwargs.get("existing_form")
                 or ExistingAppForm(apps=self.existing_apps()),
                 "keeps_app": self.keeps_app(),
@@ -313,7 +329,9 @@ class ConnectionWizard(NamedUrlWizardView):
 
     def get_form_initial(self, step: str) -> dict[str, Any]:
         if step == "app" and self.org is not None:
-            return {"version": self.org.version}
+            # The version this run started from, not the current one: a tab
+            # opened after someone else's Finish must not look up to date.
+            return {"version": self.storage.extra_data.get("version", self.org.version)}
         if step == "company" and self.org is not None:
             return {"company": self.org.company_id}
         return {}
@@ -372,6 +390,26 @@ def verify_permissions(wizard: ConnectionWizard, request: HttpRequest) -> HttpRe
     return wizard.render(wizard.get_form())
 
 
+def retry_secret(wizard: ConnectionWizard, request: HttpRequest) -> HttpResponse:
+    change = wizard.open_change()
+    form = SecretRetryForm(request.POST, prefix="retry")
+    if change is None or change.failure_code != "wrong_secret":
+        return redirect(wizard.page_url())
+    if not form.is_valid():
+        return wizard.render(wizard.get_form(), retry_form=form)
+    try:
+        services.connection_change_retry_secret(
+            actor=Actor.from_request(request),
+            change=change,
+            consumer_secret=form.cleaned_data["consumer_secret"],
+        )
+    except ValidationError as exc:
+        form.add_error(None, exc.messages)
+        return wizard.render(wizard.get_form(), retry_form=form)
+    messages.success(request, ACTIVATION_NOTICE)
+    return redirect(wizard.page_url())
+
+
 def cancel_change(wizard: ConnectionWizard, request: HttpRequest) -> HttpResponse:
     if change := wizard.open_change():
         services.connection_change_cancel(
@@ -393,6 +431,7 @@ ACTIVATION_NOTICE = (
 
 WIZARD_ACTIONS: dict[str, WizardAction] = {
     "save_credentials": save_credentials,
+    "retry_secret": retry_secret,
     "use_existing_app": use_existing_app,
     "verify_permissions": verify_permissions,
     "cancel_change": cancel_change,
