@@ -86,6 +86,7 @@ def app_json(state: SimState, app: App) -> dict[str, Any]:
         "activation_delay_seconds": app.activation_delay_seconds,
         "active": state.app_is_active(app),
         "active_from": app.active_from,
+        "never_activates": app.never_activates,
         "blocked": app.blocked,
     }
 

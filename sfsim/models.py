@@ -239,6 +239,9 @@ class App:
     active_from: float
     created_at: float
     blocked: bool = False
+    # An app that is never enabled in the org: it answers invalid_client_id
+    # for good, whatever the delay (until updated with never_activates false).
+    never_activates: bool = False
 
     def allowed_scopes(self) -> set[str]:
         allowed = set(self.scopes)
@@ -321,6 +324,18 @@ class Fault:
             "status": self.status,
             "hits": self.hits,
         }
+
+
+@dataclass
+class SetupNotice:
+    """An outcome of a Setup page form, shown on the page after the redirect.
+
+    A new app's consumer secret is shown once: the page clears it on display.
+    """
+
+    message: str
+    consumer_key: str | None = None
+    consumer_secret: str | None = None
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import secrets
 import threading
 import time
 from collections import deque
@@ -35,11 +36,13 @@ from .models import (
     Org,
     PermissionSet,
     RefreshToken,
+    SetupNotice,
     User,
     enhanced_host,
     legacy_host,
 )
 
+SETUP_NOTICES_KEPT = 200
 MAX_APPROVALS = 5  # refresh tokens per user per app; the 6th revokes the oldest
 REQUEST_LOG_SIZE = 50_000
 PRUNE_ACCESS_TOKENS_AT = 20_000
@@ -71,6 +74,7 @@ class SimState:
             self.approvals: set[tuple[str, str]] = set()  # (user_id, consumer_key)
             self.faults = FaultBook()
             self.requests: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
+            self.setup_notices: dict[str, SetupNotice] = {}  # id -> notice
             self._seq = itertools.count(1)
             self._prune_at = PRUNE_ACCESS_TOKENS_AT
 
@@ -119,7 +123,7 @@ class SimState:
 
     def app_is_active(self, app: App) -> bool:
         """New or changed apps answer invalid_client_id until propagated."""
-        return self.now() >= app.active_from
+        return not app.never_activates and self.now() >= app.active_from
 
     # -- orgs --------------------------------------------------------------
 
@@ -476,6 +480,25 @@ class SimState:
                 return None
             at.last_used = now
             return at
+
+    # -- Setup page notices ---------------------------------------------------
+
+    def add_notice(self, notice: SetupNotice) -> str:
+        """Keep a form's outcome for the page the browser is redirected to.
+
+        The id is random, so a notice (and a new app's secret in it) cannot be
+        fetched by guessing; only the last few hundred are kept.
+        """
+        with self.lock:
+            notice_id = secrets.token_urlsafe(16)
+            self.setup_notices[notice_id] = notice
+            while len(self.setup_notices) > SETUP_NOTICES_KEPT:
+                del self.setup_notices[next(iter(self.setup_notices))]
+            return notice_id
+
+    def notice(self, notice_id: str) -> SetupNotice | None:
+        with self.lock:
+            return self.setup_notices.get(notice_id)
 
     # -- faults and request log --------------------------------------------
 

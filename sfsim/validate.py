@@ -168,6 +168,7 @@ def app_settings(app: App, data: dict[str, Any], creating: bool) -> None:
         "rotate_refresh_tokens",
         "require_secret_web_server",
         "require_secret_refresh",
+        "never_activates",
     ):
         setattr(app, key, boolean(data, key, getattr(app, key)))
     delay = integer(data, "activation_delay_seconds", app.activation_delay_seconds)

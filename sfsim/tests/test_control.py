@@ -259,6 +259,7 @@ def test_setup_page_creates_an_app_and_shows_key_and_secret(
             "scopes": ["full", "refresh_token", "openid"],
             "activation_delay_seconds": "0",
         },
+        follow_redirects=True,  # POST/redirect/GET: the key and secret are on the GET
     )
     html = resp.get_data(as_text=True)
     assert resp.status_code == 200
