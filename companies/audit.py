@@ -8,6 +8,7 @@ rolls back with the change it describes.
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest
+from django.utils import timezone
 
 from .models import AuditEvent, Company
 
@@ -114,14 +116,29 @@ def csv_safe(value: object) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
+def json_cell(value: object) -> str:
+    """Before/after as JSON a program can read back (not Python's repr,
+    which is neither JSON nor stable): sorted keys, so equal values give
+    equal cells, and non-ASCII as itself, the export being UTF-8."""
+    return json.dumps(
+        value if value is not None else {},
+        sort_keys=True,
+        ensure_ascii=False,
+        default=str,
+    )
+
+
 def audit_csv_rows(events: Iterable[AuditEvent]) -> Iterator[str]:
-    """The audit export, one CSV line at a time (streamed, any size)."""
+    """The audit export, one CSV line at a time (streamed, any size).
+
+    Times are ISO 8601 in the console's time zone, with their offset, as
+    the audit page shows them."""
     writer = csv.writer(_Echo())
     yield writer.writerow(AUDIT_CSV_HEADER)
     iterate = getattr(events, "iterator", None)
     for e in iterate(chunk_size=1000) if iterate else events:
         row = (
-            e.created_at.isoformat(),
+            timezone.localtime(e.created_at).isoformat(),
             e.actor_username,
             e.ip_address,
             e.company_name,
@@ -129,7 +146,7 @@ def audit_csv_rows(events: Iterable[AuditEvent]) -> Iterator[str]:
             e.action,
             e.outcome,
             e.summary,
-            e.before,
-            e.after,
+            json_cell(e.before),
+            json_cell(e.after),
         )
         yield writer.writerow([csv_safe(v) for v in row])

@@ -1,19 +1,26 @@
-"""Forms for sign-in, companies and role grants."""
+"""Forms for sign-in, companies, role grants and the audit filters."""
 
 from __future__ import annotations
 
 import hashlib
+from datetime import date
+from typing import Any
 
 from django import forms
 from django.conf import settings
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from vbsf.forms import IdChoiceField, IdMultipleChoiceField
 
+from .audit import client_ip
 from .models import Company
+from .selectors import audit_category_choices
+from .services import signin_failed, signin_locked_out, signin_succeeded
 
 
 def _throttle_keys(request: HttpRequest | None, username: str) -> list[str]:
@@ -34,10 +41,19 @@ class ThrottledAuthenticationForm(AuthenticationForm):
     }
 
     def clean(self) -> dict[str, object]:
+        # Every outcome is audited: success, failure (the username typed,
+        # never the password) and refusal while locked out.
         username = self.cleaned_data.get("username") or ""
+        address = client_ip(self.request) if self.request is not None else None
         keys = _throttle_keys(self.request, username)
         limit = settings.LOGIN_MAX_FAILURES
-        if any((cache.get(k) or 0) >= limit for k in keys):
+        locked = [k for k in keys if (cache.get(k) or 0) >= limit]
+        if locked:
+            signin_locked_out(
+                username=username,
+                ip_address=address,
+                locked=["username" if ":user:" in k else "address" for k in locked],
+            )
             raise ValidationError(
                 self.error_messages["throttled"],
                 code="throttled",
@@ -52,8 +68,13 @@ class ThrottledAuthenticationForm(AuthenticationForm):
                     cache.incr(key)
                 except ValueError:
                     cache.set(key, 1, settings.LOGIN_LOCKOUT_SECONDS)
+            signin_failed(username=username, ip_address=address)
             raise
         cache.delete_many(keys)
+        # No user when a field was refused (no username or password): then
+        # nothing was tried, so there is nothing to audit.
+        if self.user_cache is not None:
+            signin_succeeded(user=self.user_cache, ip_address=address)
         return cleaned
 
 
@@ -103,3 +124,113 @@ class MoveOrgsForm(forms.Form):
 
     def error_list(self) -> list[str]:
         return [error for errors in self.errors.values() for error in errors]
+
+
+AUDIT_DATE_MIN = date(2000, 1, 1)
+AUDIT_DATE_MAX = date(2099, 12, 31)
+_DATE_ERRORS = {"invalid": "Enter a date as YYYY-MM-DD, e.g. 2026-01-31."}
+
+
+def _printable(value: str) -> None:
+    if not value.isprintable():
+        raise ValidationError(
+            "Remove the control or invisible characters.", code="unprintable"
+        )
+
+
+def _date_input() -> forms.DateInput:
+    return forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
+
+
+class AuditFilterForm(forms.Form):
+    """The audit page's filters, shared by its CSV export. Every value is
+    bounded and checked; invalid filters show no events rather than more
+    events than were asked for."""
+
+    category = forms.ChoiceField(
+        label="Action",
+        required=False,
+        choices=[("", "All actions"), *audit_category_choices()],
+        error_messages={"invalid_choice": "Pick one of the listed kinds of action."},
+    )
+    # An internal action code or prefix (org.update, org.), as links from
+    # other pages carry; not shown as a field.
+    action = forms.CharField(
+        required=False,
+        max_length=64,
+        widget=forms.HiddenInput,
+        validators=[
+            RegexValidator(
+                r"\A[a-z0-9_.]+\Z",
+                "An action code has lowercase letters, digits, dots and "
+                "underscores, e.g. org.update.",
+                code="invalid_action",
+            )
+        ],
+    )
+    actor = forms.CharField(
+        label="User", required=False, max_length=150, validators=[_printable]
+    )
+    company = IdChoiceField(
+        label="Company",
+        required=False,
+        queryset=Company.objects.none(),
+        empty_label="All companies",
+        error_messages={"invalid_choice": "Pick one of the listed companies."},
+    )
+    org = forms.CharField(
+        label="Org", required=False, max_length=80, validators=[_printable]
+    )
+    date_from = forms.DateField(
+        label="From",
+        required=False,
+        widget=_date_input(),
+        error_messages=_DATE_ERRORS,
+    )
+    date_to = forms.DateField(
+        label="To",
+        required=False,
+        widget=_date_input(),
+        error_messages=_DATE_ERRORS,
+    )
+
+    def __init__(self, *args: Any, companies: QuerySet[Company], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["company"].queryset = companies
+        self.fields["actor"].widget.attrs["placeholder"] = "Username"
+        self.fields["org"].widget.attrs["placeholder"] = "Org alias or ID"
+
+    def _clean_day(self, name: str) -> date | None:
+        day = self.cleaned_data.get(name)
+        if day is not None and not AUDIT_DATE_MIN <= day <= AUDIT_DATE_MAX:
+            raise ValidationError(
+                f"Pick a date between {AUDIT_DATE_MIN} and {AUDIT_DATE_MAX}.",
+                code="out_of_range",
+            )
+        return day
+
+    def clean_date_from(self) -> date | None:
+        return self._clean_day("date_from")
+
+    def clean_date_to(self) -> date | None:
+        return self._clean_day("date_to")
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        start, end = cleaned.get("date_from"), cleaned.get("date_to")
+        if start and end and start > end:
+            self.add_error("date_to", "The end date is before the start date.")
+        return cleaned
+
+    def selector_filters(self) -> dict[str, Any]:
+        """The filters as ``audit_event_list`` arguments; call when valid."""
+        data = self.cleaned_data
+        return {
+            "category": data["category"],
+            "action": data["action"],
+            "actor": data["actor"],
+            "company_id": data["company"].pk if data["company"] else None,
+            "org": data["org"],
+            "date_from": data["date_from"],
+            "date_to": data["date_to"],
+        }

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from vbsf.forms import parse_id
-
 from .access import Capability, get_object_for
 from .audit import Actor, audit_csv_rows
 from .decorators import require_capability
-from .forms import CompanyForm, MoveOrgsForm
-from .models import Company
+from .forms import AuditFilterForm, CompanyForm, MoveOrgsForm
+from .models import AuditEvent, Company
 from .selectors import audit_event_list, company_list
 from .services import company_create, company_delete, company_update
 
@@ -91,41 +88,50 @@ def company_remove(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("companies:list")
 
 
-def _clean(value: str, limit: int) -> str:
-    # Control characters (NUL above all) never match and PostgreSQL refuses
-    # them in queries: drop them instead of failing.
-    return "".join(ch for ch in value if ch.isprintable()).strip()[:limit]
+def _audit_events(
+    request: HttpRequest,
+) -> tuple[AuditFilterForm, QuerySet[AuditEvent] | None]:
+    """The page's filters and the events they select; no events when a
+    filter is invalid (the form then says what is wrong)."""
+    access = request.access  # type: ignore[attr-defined]
+    form = AuditFilterForm(request.GET, companies=access.companies())
+    if not form.is_valid():
+        return form, None
+    return form, audit_event_list(access=access, **form.selector_filters())
 
 
-def _audit_filters(request: HttpRequest) -> dict[str, Any]:
-    company = request.GET.get("company", "")
-    return {
-        "action": _clean(request.GET.get("action", ""), 64),
-        "actor": _clean(request.GET.get("actor", ""), 150),
-        "company_id": parse_id(company),
-        "org": _clean(request.GET.get("org", ""), 80),
-    }
+def _audit_page(
+    request: HttpRequest,
+    form: AuditFilterForm,
+    events: QuerySet[AuditEvent] | None,
+) -> HttpResponse:
+    rows = events if events is not None else AuditEvent.objects.none()
+    page = Paginator(rows, 50).get_page(request.GET.get("page"))
+    return render(request, "companies/audit.html", {"form": form, "page": page})
 
 
 @require_GET
 @require_capability(Capability.VIEW_AUDIT)
 def audit_index(request: HttpRequest) -> HttpResponse:
-    filters = _audit_filters(request)
-    events = audit_event_list(access=request.access, **filters)  # type: ignore[attr-defined]
-    page = Paginator(events, 50).get_page(request.GET.get("page"))
-    context = {
-        "page": page,
-        "filters": filters,
-        "companies": request.access.companies(),  # type: ignore[attr-defined]
-        "querystring": request.GET.copy(),
-    }
-    return render(request, "companies/audit.html", context)
+    form, events = _audit_events(request)
+    return _audit_page(request, form, events)
 
 
 @require_GET
 @require_capability(Capability.VIEW_AUDIT)
-def audit_export(request: HttpRequest) -> StreamingHttpResponse:
-    events = audit_event_list(access=request.access, **_audit_filters(request))  # type: ignore[attr-defined]
-    response = StreamingHttpResponse(audit_csv_rows(events), content_type="text/csv")
+def audit_export(request: HttpRequest) -> HttpResponse:
+    form, events = _audit_events(request)
+    if events is None:
+        # The page with the filters' errors, rather than a file of events
+        # that were not asked for.
+        return _audit_page(request, form, None)
+    # UTF-8 without a byte-order mark. The charset is declared, and programs
+    # reading the export (Python's csv, SIEM imports, cut) then see "time"
+    # as the first header, not "\ufefftime"; LibreOffice and Google Sheets
+    # detect UTF-8 by themselves. Excel opens it right through Data > From
+    # Text/CSV; only a double-click would want a BOM.
+    response = StreamingHttpResponse(
+        audit_csv_rows(events), content_type="text/csv; charset=utf-8"
+    )
     response["Content-Disposition"] = 'attachment; filename="audit.csv"'
     return response

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from vbsf import encryption
 
@@ -177,6 +180,35 @@ class ConnectionChange(models.Model):
     @property
     def is_open(self) -> bool:
         return self.state in self.OPEN_STATES
+
+    # -- activation progress (SPEC §11): against Salesforce's window -------
+
+    @property
+    def activation_elapsed_seconds(self) -> float:
+        if self.activation_started_at is None:
+            return 0.0
+        end = self.activated_at or self.finished_at or timezone.now()
+        return max(0.0, (end - self.activation_started_at).total_seconds())
+
+    @property
+    def activation_window_seconds(self) -> int:
+        return settings.ACTIVATION_WINDOW_SECONDS
+
+    @property
+    def activation_percent(self) -> int:
+        share = self.activation_elapsed_seconds / self.activation_window_seconds
+        return min(100, int(share * 100))
+
+    @property
+    def activation_overdue(self) -> bool:
+        return self.activation_elapsed_seconds > self.activation_window_seconds
+
+    @property
+    def activation_expires_at(self) -> object:
+        if self.activation_started_at is None:
+            return None
+        margin = settings.ACTIVATION_WINDOW_SECONDS + settings.ACTIVATION_MARGIN_SECONDS
+        return self.activation_started_at + timedelta(seconds=margin)
 
     def set_secret(self, field: str, value: str | None) -> None:
         setattr(self, f"{field}_encrypted", encryption.encrypt(value) if value else "")

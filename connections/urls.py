@@ -41,6 +41,7 @@ org_urlpatterns = [
     path("add/", wizard.add_organization, name="add"),
     path("add/<slug:step>/", wizard.add_organization, name="add-step"),
     path("<id:pk>/", org_page.org_detail, name="detail"),
+    path("<id:pk>/live/", org_page.org_live, name="live"),
     path("<id:pk>/edit-connection/", wizard.edit_connection, name="edit-connection"),
     path(
         "<id:pk>/edit-connection/<slug:step>/",

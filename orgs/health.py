@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import logging
 
+from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
+from companies.audit import Actor, audit_record
 from connections import salesforce
 from connections.salesforce.urls import host_of, login_host_for
 from vbsf import encryption
@@ -59,7 +61,7 @@ def org_status_record(
             return status, status
     with transaction.atomic():
         org = SalesforceOrg.objects.select_for_update().get(pk=org_id)
-        old = org.status
+        old, old_reason = org.status, org.status_reason
         if keep_permissions_missing and old == ConnectionStatus.PERMISSIONS_MISSING:
             status, reason = old, org.status_reason
         fields = ["last_checked_at", "updated_at"]
@@ -73,6 +75,24 @@ def org_status_record(
             org.suggested_url = suggested_url
             fields.append("suggested_url")
         org.save(update_fields=fields)
+        if status != old:
+            # The dashboard's failure line and the org's timeline read these
+            # events; a check that changes nothing writes none.
+            why = reason or (
+                "The connection works." if status == ConnectionStatus.CONNECTED else ""
+            )
+            first, _, rest = why.partition(" ")
+            if first in ("The", "A", "An", "No"):
+                why = f"{first.lower()} {rest}"  # after the colon
+            label = dict(ConnectionStatus.choices).get(status, status)
+            audit_record(
+                actor=Actor.system(),
+                action="org.status",
+                summary=f"{label}: {why}" if why else label,
+                org=org,
+                before={"status": old, "status_reason": old_reason},
+                after={"status": status, "status_reason": org.status_reason},
+            )
         if (old in FAILING) != (status in FAILING):
             # Into or out of failure: let the company's alert digest decide.
             enqueue_on_commit(
@@ -160,8 +180,49 @@ def health_check_targets() -> list[int]:
     )
 
 
+CHECK_REQUESTED = "vbsf:org-check-requested:{}"
+# How long a requested check shows as running at most (its retries included).
+CHECK_REQUESTED_TTL = 600
+CHECKED_NOW_SECONDS = 60
+
+
 def orgs_check_now(*, org_ids: list[int]) -> int:
-    """Queue health checks for these orgs (the operator's "Check again")."""
+    """Queue health checks for these orgs (the operator's "Check again").
+
+    The request is remembered (in the cache) so pages can show the check as
+    running until its outcome is recorded, and then show the outcome.
+    """
+    now = timezone.now().timestamp()
+    cache.set_many(
+        {CHECK_REQUESTED.format(org_id): now for org_id in org_ids},
+        CHECK_REQUESTED_TTL,
+    )
     for org_id in org_ids:
         enqueue_on_commit("orgs.tasks.check_org_health", org_id=org_id)
     return len(org_ids)
+
+
+def orgs_checking(orgs: list[SalesforceOrg]) -> set[int]:
+    """The orgs among these whose requested check has no outcome yet: one
+    cache read for all of them."""
+    requested = cache.get_many([CHECK_REQUESTED.format(o.pk) for o in orgs])
+    checking = set()
+    for org in orgs:
+        at = requested.get(CHECK_REQUESTED.format(org.pk))
+        last = org.last_checked_at.timestamp() if org.last_checked_at else 0
+        if at is not None and last < at:
+            checking.add(org.pk)
+    return checking
+
+
+def org_check_progress(org: SalesforceOrg) -> str:
+    """ "checking" while a requested check runs, "checked" for a minute after
+    its outcome was recorded, else ""."""
+    if org.pk in orgs_checking([org]):
+        return "checking"
+    at = cache.get(CHECK_REQUESTED.format(org.pk))
+    last = org.last_checked_at
+    age = timezone.now().timestamp() - last.timestamp() if last else None
+    if at is not None and age is not None and age < CHECKED_NOW_SECONDS:
+        return "checked"
+    return ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models.functions import Lower
 from django.urls import reverse
 
 from connections.salesforce.urls import InvalidSalesforceId, to_18
@@ -142,7 +143,17 @@ class SalesforceOrg(models.Model):
                 fields=["is_identity_provider"],
                 condition=models.Q(is_identity_provider=True),
                 name="one_identity_provider_org",
-            )
+            ),
+            # People tell orgs apart by alias, so "Acme-Prod" and "acme-prod"
+            # may not both exist. The services check first, with the clearer
+            # message; this is the guarantee under concurrent saves.
+            models.UniqueConstraint(
+                Lower("alias"),
+                name="org_alias_unique_ignoring_case",
+                violation_error_message=(
+                    "Another org already has this alias (aliases ignore case)."
+                ),
+            ),
         ]
 
     def __str__(self) -> str:

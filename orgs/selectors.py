@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 
 from django.db.models import Count, Q, QuerySet
+from django.db.models.functions import TruncDate
+from django.utils import timezone
 
-from companies.access import Capability, get_object_for
+from companies.access import (
+    ROLE_CAPABILITIES,
+    ROLE_ORDER,
+    Capability,
+    get_object_for,
+)
+from companies.models import AuditEvent, Role
 
+from .health import FAILING
 from .models import NEEDS_ATTENTION, BackupPolicy, ConnectionStatus, SalesforceOrg
 
 if TYPE_CHECKING:
@@ -119,3 +129,54 @@ def policy_list(*, access: AccessProfile) -> QuerySet[BackupPolicy]:
         BackupPolicy.objects.select_related("org", "org__company", "client_app"),
         company_field="org__company",
     ).order_by("name")
+
+
+def failures_per_day(
+    *, access: AccessProfile, days: int = 30, today: date | None = None
+) -> list[tuple[date, int]]:
+    """Orgs entering a failing status per day over the last ``days`` days
+    (today included), oldest first, zeros included: one grouped query over
+    the health checks' ``org.status`` events, whatever their number."""
+    today = today or timezone.localdate()
+    start = today - timedelta(days=days - 1)
+    since = datetime.combine(start, time.min, tzinfo=timezone.get_current_timezone())
+    events = AuditEvent.objects.filter(
+        action="org.status", created_at__gte=since, after__status__in=FAILING
+    )
+    rows = (
+        access.scope(events)
+        .annotate(day=TruncDate("created_at"))
+        .values("day")
+        .annotate(n=Count("id"))
+        .order_by("day")
+    )
+    by_day = {row["day"]: row["n"] for row in rows}
+    return [
+        (day, by_day.get(day, 0))
+        for day in (start + timedelta(days=i) for i in range(days))
+    ]
+
+
+# What fixing an org in each status takes; the hint is for those who can.
+FIX_CAPABILITY = {
+    ConnectionStatus.NEEDS_REAUTHORIZATION: Capability.REAUTHORIZE,
+    ConnectionStatus.URL_CHANGED: Capability.EDIT_ORG_URL,
+    ConnectionStatus.PERMISSIONS_MISSING: Capability.VERIFY_PERMISSIONS,
+    ConnectionStatus.FAILED: Capability.RUN_CHECKS,
+}
+
+
+def fix_hint_for(*, access: AccessProfile, org: SalesforceOrg) -> str:
+    """The org's fix hint in words for the reader: what to do when their
+    role can do it, whom to ask when it cannot."""
+    hint = org.fix_hint
+    capability = FIX_CAPABILITY.get(org.status)
+    if not hint or capability is None or access.can(capability, org.company_id):
+        return hint
+    roles = " or ".join(
+        Role(role).label
+        for role in ROLE_ORDER
+        if capability in ROLE_CAPABILITIES[role] and role != Role.ADMINISTRATOR
+    )
+    who = f"an {roles} or Administrator" if roles else "an Administrator"
+    return f"Ask {who} of {org.company.name} to fix it: {hint[0].lower()}{hint[1:]}"

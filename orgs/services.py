@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import Value
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from companies.audit import Actor, audit_record
@@ -65,6 +67,46 @@ def normalize_org_id(value: str) -> str:
     return org_id
 
 
+def _alias_check(alias: str, *, org: SalesforceOrg) -> None:
+    """Aliases are unique ignoring case, compared with the database's
+    LOWER() like the unique index (``org_alias_unique_ignoring_case``).
+
+    An alias may not be another org's ID either: that ID is the other org's
+    default alias, which it must be able to go back to."""
+    others = SalesforceOrg.objects.all()
+    if org.pk:
+        others = others.exclude(pk=org.pk)
+    lowered = Lower(Value(alias))
+    if others.alias(key=Lower("alias")).filter(key=lowered).exists():
+        raise ValidationError(
+            {
+                "alias": ValidationError(
+                    f"Another org is already called {alias[:80]}.",
+                    code="alias_taken",
+                )
+            }
+        )
+    if others.alias(key=Lower("org_id")).filter(key=lowered).exists():
+        raise ValidationError(
+            {
+                "alias": ValidationError(
+                    f"{alias[:80]} is the org ID of another org; pick another alias.",
+                    code="alias_is_other_org_id",
+                )
+            }
+        )
+
+
+def _org_save(org: SalesforceOrg) -> None:
+    """Save, turning a lost race for the alias into the same field error."""
+    try:
+        with transaction.atomic():
+            org.save()
+    except IntegrityError:
+        _alias_check(org.alias, org=org)
+        raise
+
+
 @transaction.atomic
 def org_create(
     *,
@@ -92,7 +134,7 @@ def org_create(
     if SalesforceOrg.objects.filter(org_id=org_id).exists():
         raise ValidationError({"org_id": f"The org {org_id} is already registered."})
     org = SalesforceOrg(
-        alias=(alias or org_id).strip(),
+        alias=alias.strip() or org_id,
         org_id=org_id,
         org_type=org_type,
         login_url=login_url,
@@ -107,8 +149,9 @@ def org_create(
         status_changed_at=timezone.now(),
     )
     org_refresh_token_store(org=org, token=refresh_token)
+    _alias_check(org.alias, org=org)
     org.full_clean()
-    org.save()
+    _org_save(org)
     if create_policy:
         policy = BackupPolicy(
             org=org,
@@ -161,9 +204,10 @@ def org_update(
         ).update(is_identity_provider=False)
     if is_identity_provider is not None:
         org.is_identity_provider = is_identity_provider
+    _alias_check(org.alias, org=org)
     org.full_clean()
     org.version += 1
-    org.save()
+    _org_save(org)
     audit_record(
         actor=actor,
         action="org.update",

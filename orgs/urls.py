@@ -20,6 +20,7 @@ urlpatterns = [
         name="url-status",
     ),
     path("<id:pk>/check/", views.org_check_now, name="check"),
+    path("<id:pk>/row/", views.org_row, name="row"),
 ]
 
 policy_urlpatterns = [

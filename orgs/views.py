@@ -7,6 +7,8 @@ form, calls one service and redirects.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
@@ -20,9 +22,9 @@ from companies.decorators import require_capability
 from companies.forms import MoveOrgsForm
 from companies.models import Company
 
-from . import selectors
+from . import pictures, selectors
 from .forms import OrgFilterForm, OrgSettingsForm, OrgUrlForm, QueueSelectionForm
-from .health import orgs_check_now
+from .health import orgs_check_now, orgs_checking
 from .models import ConnectionStatus
 from .services import ConcurrentChange, org_update, orgs_move
 from .url_change import org_url_change_start
@@ -35,12 +37,15 @@ PAGE_SIZE = 50
 def dashboard(request: HttpRequest) -> HttpResponse:
     access = request.access  # type: ignore[attr-defined]
     counts = selectors.org_status_counts(access=access)
+    status_counts = [
+        (status, label, counts[status]) for status, label in ConnectionStatus.choices
+    ]
+    failures = selectors.failures_per_day(access=access)  # the last 30 days
     context = {
-        "status_counts": [
-            (status, label, counts[status])
-            for status, label in ConnectionStatus.choices
-        ],
+        "status_counts": status_counts,
         "total": sum(counts.values()),
+        "status_bar": pictures.status_bar(status_counts),
+        "failure_line": pictures.failure_line(failures),
         "attention": selectors.orgs_needing_attention(access=access, limit=10),
         "legacy_count": selectors.legacy_app_org_count(access=access),
     }
@@ -60,6 +65,7 @@ def org_index(request: HttpRequest) -> HttpResponse:
         "form": form,
         "page": page,
         "orgs": page.object_list,
+        "checking": orgs_checking(list(page.object_list)),
         "querystring": querystring.urlencode(),
     }
     return render(request, "orgs/list.html", context)
@@ -127,7 +133,11 @@ def url_verification_status(
     org = selectors.org_get(access=request.access, pk=pk)  # type: ignore[attr-defined]
     verification = get_object_or_404(org.url_verifications, pk=verification_id)
     context = {"org": org, "verification": verification}
-    return render(request, "orgs/_url_verification.html", context)
+    response = render(request, "orgs/_url_verification.html", context)
+    if request.headers.get("HX-Request") and verification.state == "succeeded":
+        # The whole page shows the org's new URL, not only this box.
+        response["HX-Refresh"] = "true"
+    return response
 
 
 @require_http_methods(["POST"])
@@ -138,8 +148,8 @@ def org_check_now(request: HttpRequest, pk: int) -> HttpResponse:
         pk=pk,
         capability=Capability.RUN_CHECKS,
     )
+    # No flash: the org page shows the running check, then its outcome.
     orgs_check_now(org_ids=[org.pk])
-    messages.info(request, "Checking the connection with Salesforce…")
     return redirect(org.get_absolute_url())
 
 
@@ -152,13 +162,34 @@ def operator_queue(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         return _queue_check_again(request, [o.pk for o in orgs])
     page = Paginator(orgs, PAGE_SIZE).get_page(request.GET.get("page"))
-    context = {
+    context = queue_capabilities(access) | {
         "page": page,
+        "checking": orgs_checking(list(page.object_list)),
+    }
+    return render(request, "orgs/queue.html", context)
+
+
+def queue_capabilities(access: Any) -> dict[str, bool]:
+    return {
         "can_reauthorize": access.can(Capability.REAUTHORIZE),
         "can_edit_url": access.can(Capability.EDIT_ORG_URL),
         "can_verify": access.can(Capability.VERIFY_PERMISSIONS),
     }
-    return render(request, "orgs/queue.html", context)
+
+
+@require_GET
+@require_capability(Capability.VIEW)
+def org_row(request: HttpRequest, pk: int) -> HttpResponse:
+    """One row of the org list or the queue, polled while its check runs."""
+    access = request.access  # type: ignore[attr-defined]
+    org = selectors.org_get(access=access, pk=pk)
+    queue = request.GET.get("kind") == "queue"
+    context = queue_capabilities(access) | {
+        "org": org,
+        "checking": orgs_checking([org]),
+    }
+    template = "orgs/_queue_row.html" if queue else "orgs/_list_row.html"
+    return render(request, template, context)
 
 
 def _queue_check_again(request: HttpRequest, org_ids: list[int]) -> HttpResponse:

@@ -21,6 +21,8 @@ GET_RULES: dict[str, set[str] | str] = {
     "healthz": "public",
     "orgs:list": ALL,
     "orgs:detail": ALL,
+    "orgs:live": ALL,
+    "orgs:row": ALL,
     "policies:list": ALL,
     "companies:list": ADMIN_ONLY,
     "companies:detail": ADMIN_ONLY,
@@ -97,6 +99,8 @@ def _url_for(name: str, world) -> str:
     )
     kwargs = {
         "orgs:detail": {"pk": world.acme_org.pk},
+        "orgs:live": {"pk": world.acme_org.pk},
+        "orgs:row": {"pk": world.acme_org.pk},
         "orgs:edit-connection": {"pk": world.acme_org.pk},
         "orgs:edit-connection-step": {"pk": world.acme_org.pk, "step": "app"},
         "orgs:add-step": {"step": "app"},

@@ -132,7 +132,7 @@ def test_audit_page_filters_and_csv_export(world):
     page = client.get("/audit/?action=company.create").content.decode()
     assert "Plain Co" in page
     response = client.get("/audit/export.csv?action=company.create")
-    assert response["Content-Type"] == "text/csv"
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
     rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
     assert rows[0][:3] == ["time", "user", "address"]
     summaries = [r[7] for r in rows[1:]]

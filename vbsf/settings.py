@@ -6,6 +6,7 @@ production come from the environment, never from extra settings files.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -205,13 +206,21 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# `collectstatic` writes here (`make demo` and the Docker image run it);
+# WhiteNoise's middleware serves it with debug off, under runserver and
+# gunicorn alike. With debug on it serves straight from the app and project
+# folders instead (WHITENOISE_USE_FINDERS defaults to DEBUG).
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
+        # Hashed, compressed names whatever DEBUG says, so a `collectstatic`
+        # run with debug on (as the Dockerfile does) still writes the
+        # manifest that debug-off pages need; with debug on, {% static %}
+        # gives unhashed names and needs no manifest. Tests skip hashing.
         "BACKEND": (
             "django.contrib.staticfiles.storage.StaticFilesStorage"
-            if DEBUG or TESTING
+            if TESTING
             else "whitenoise.storage.CompressedManifestStaticFilesStorage"
         )
     },
@@ -317,25 +326,58 @@ EMAIL_BACKEND = envstr(
 DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "console@vbsf.invalid")
 EMAIL_FILE_PATH = envstr("EMAIL_FILE_PATH", str(BASE_DIR / "var" / "mail"))
 
+
+class ClientErrorsWithoutTraceback(logging.Filter):
+    """A 4xx is the client's doing, not the console's: one line, no
+    traceback. Django logs a 403 (PermissionDenied) and a 400
+    (SuspiciousOperation, on django.security.*) with the exception's
+    traceback; 5xx keep theirs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        status = getattr(record, "status_code", None)
+        if isinstance(status, int) and 400 <= status < 500:
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact": {"()": "vbsf.logging.RedactSecretsFilter"}},
+    "filters": {
+        "redact": {"()": "vbsf.logging.RedactSecretsFilter"},
+        "client_errors": {"()": ClientErrorsWithoutTraceback},
+    },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
     },
+    # One handler, and every record reaches it through the root logger, so
+    # every line is redacted. Handlers of Django's default configuration are
+    # replaced: its debug-only console handler printed each traceback a
+    # second time, and its django.server handler had no redaction.
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "plain",
-            "filters": ["redact"],
+            "filters": ["redact", "client_errors"],
         }
     },
     "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
     "loggers": {
-        "django.request": {"level": "WARNING"},
-        "django.server": {"level": "WARNING"},
+        "django": {"handlers": [], "propagate": True},
+        # django.request logs every 4xx and 5xx once; the filter here (and
+        # not only on the handler) keeps a 403 to one line for any handler.
+        "django.request": {
+            "level": "WARNING",
+            "filters": ["client_errors"],
+            "propagate": True,
+        },
+        # runserver's access log: its 4xx lines would repeat django.request's.
+        "django.server": {"level": "ERROR", "handlers": [], "propagate": True},
     },
 }
+# The Celery worker would otherwise swap the root logger's handler for its
+# own, without the redaction filter; this way its lines go through "console".
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 ADMIN_ENABLED = envbool("ADMIN_ENABLED", True)

@@ -16,6 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from companies.access import AccessProfile, Capability
@@ -434,8 +435,12 @@ def connection_changes_resume() -> int:
     or Redis restart) and expire changes past their deadline."""
     stale_before = timezone.now() - timedelta(seconds=30)
     resumed = 0
+    # A change staged without a probe chain (seeded, or its first message
+    # lost before it was scheduled) is picked up too.
     for change in ConnectionChange.objects.filter(
-        state=State.AWAITING_ACTIVATION, next_probe_at__lt=stale_before
+        Q(next_probe_at__lt=stale_before) | Q(next_probe_at__isnull=True),
+        state=State.AWAITING_ACTIVATION,
+        created_at__lt=stale_before,
     ):
         enqueue_now(
             "connections.tasks.probe_activation",

@@ -15,14 +15,16 @@ from django.views.decorators.http import require_GET, require_http_methods
 from companies.access import Capability
 from companies.audit import Actor
 from companies.decorators import require_capability
-from companies.selectors import org_history
+from companies.selectors import org_timeline
 from orgs.forms import BackupPolicyForm, OrgSettingsForm
-from orgs.models import BackupPolicy, SalesforceOrg
+from orgs.health import org_check_progress
+from orgs.models import BackupPolicy, ConnectionStatus, SalesforceOrg
 from orgs.selectors import latest_url_verification, org_get, policy_get
 from orgs.services import ConcurrentChange, policy_update
 
 from .. import oauth_flows, selectors, services
 from ..forms import CredentialsForm
+from ..models import ConnectionChange, PermissionCheck
 
 ORG_CAPABILITIES = {
     "edit_connection": Capability.EDIT_CONNECTION,
@@ -37,24 +39,66 @@ def org_page_context(access: Any, org: SalesforceOrg) -> dict[str, Any]:
     check = selectors.latest_org_check(org=org)
     previous = selectors.previous_done_check(check=check) if check else None
     last_change, reauthorization = selectors.org_page_changes(org=org)
+    verification = latest_url_verification(org=org)
+    open_change = last_change if last_change and last_change.is_open else None
     return {
+        "live": org_live_state(org, check, open_change, reauthorization, verification),
         "org": org,
         "check": check,
         "drift": selectors.permission_drift(current=check, previous=previous)
         if check
         else [],
-        "open_change": last_change if last_change and last_change.is_open else None,
+        "open_change": open_change,
         "last_change": last_change,
         "reauthorization": reauthorization,
-        "url_verification": latest_url_verification(org=org),
+        "url_verification": verification,
         "settings_form": OrgSettingsForm(initial=OrgSettingsForm.initial_for(org)),
         "policy": getattr(org, "backup_policy", None),
-        "history": org_history(org=org),
+        "history": org_timeline(org=org, status_labels=dict(ConnectionStatus.choices)),
         "can": {
             name: access.can(capability, org.company_id)
             for name, capability in ORG_CAPABILITIES.items()
         },
     }
+
+
+WORKING_STATES = (
+    ConnectionChange.State.AWAITING_ACTIVATION,
+    ConnectionChange.State.EXCHANGING,
+)
+
+
+def org_live_state(
+    org: SalesforceOrg,
+    check: Any,
+    open_change: ConnectionChange | None,
+    reauthorization: ConnectionChange | None,
+    verification: Any,
+) -> dict[str, bool]:
+    """What a task is doing on the org now: the page polls only then."""
+    progress = org_check_progress(org)
+    running = (
+        progress == "checking"
+        or (check is not None and check.state == PermissionCheck.State.RUNNING)
+        or (open_change is not None and open_change.state in WORKING_STATES)
+        or (reauthorization is not None and reauthorization.state in WORKING_STATES)
+        or (verification is not None and verification.state == "running")
+    )
+    return {
+        "running": running,
+        "checking": progress == "checking",
+        "checked_now": progress == "checked",
+    }
+
+
+@require_GET
+@require_capability(Capability.VIEW)
+def org_live(request: HttpRequest, pk: int) -> HttpResponse:
+    """The org page's live part (status, connection, work in progress),
+    polled by htmx while a task works on the org."""
+    access = request.access  # type: ignore[attr-defined]
+    org = org_get(access=access, pk=pk)
+    return render(request, "orgs/_org_live.html", org_page_context(access, org))
 
 
 @require_GET
@@ -99,8 +143,8 @@ def org_verify_permissions(request: HttpRequest, pk: int) -> HttpResponse:
         pk=pk,
         capability=Capability.VERIFY_PERMISSIONS,
     )
+    # No flash: the org page shows the running check, then its outcome.
     services.permission_check_start(actor=Actor.from_request(request), org=org)
-    messages.info(request, "Verifying permissions at Salesforce…")
     return redirect(org.get_absolute_url())
 
 

@@ -54,7 +54,9 @@ def test_a_mistyped_secret_is_corrected_with_the_same_key(page, stack, admin_use
     page.get_by_label("Consumer secret").fill(app["consumer_secret"])
     page.get_by_role("button", name="Save and check with Salesforce").click()
     expect(page.get_by_text("The new app is active.")).to_be_visible(timeout=30_000)
-    assert ExternalClientApp.objects.filter(consumer_key=app["consumer_key"]).count() == 1
+    assert (
+        ExternalClientApp.objects.filter(consumer_key=app["consumer_key"]).count() == 1
+    )
 
 
 def test_a_cancelled_key_can_be_staged_again(page, stack, admin_user):
@@ -101,9 +103,7 @@ def test_back_after_every_step_never_resubmits(page, stack, admin_user):
     assert ConnectionChange.objects.filter(org=org).count() == 0
 
 
-def test_two_tabs_share_the_wizard_and_finish_applies_once(
-    page, stack, admin_user
-):
+def test_two_tabs_share_the_wizard_and_finish_applies_once(page, stack, admin_user):
     org, _, _ = _connected_org(stack, name="twotabs")
     sign_in(page, stack, "admin")
     open_wizard(page, stack, org)

@@ -1,6 +1,8 @@
 """Run the whole demo: simulator, Celery worker and beat, web server.
 
-Started by ``make demo`` after migrate and seed_demo. Ctrl-C stops all.
+Started by ``make demo`` after migrate, collectstatic and seed_demo, with
+debug off like production. Ctrl-C (or SIGTERM or SIGHUP to this process)
+stops all four.
 """
 
 from __future__ import annotations
@@ -76,20 +78,26 @@ class Command(BaseCommand):
         }
         connections.close_all()
         processes: dict[str, subprocess.Popen[bytes]] = {}
+        # Ctrl-C, a `kill` of this process or a closed terminal all stop the
+        # demo, children included; a second Ctrl-C does not cut that short.
+        stopping: list[int] = []
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, lambda signum, frame: stopping.append(signum))
         try:
             for name, command in commands.items():
+                if stopping:
+                    return
                 processes[name] = subprocess.Popen(command, cwd=base, env=env)
                 time.sleep(0.5)
             self.stdout.write(self.style.SUCCESS(self._banner(options)))
-            while True:
+            while not stopping:
                 for name, process in processes.items():
                     if process.poll() is not None:
                         self.stderr.write(
                             f"{name} stopped (exit {process.returncode}); stopping the demo."
                         )
                         return
-                time.sleep(1)
-        except KeyboardInterrupt:
+                time.sleep(0.2)
             self.stdout.write("\nStopping the demo…")
         finally:
             for process in processes.values():
@@ -103,9 +111,10 @@ class Command(BaseCommand):
 
     def _banner(self, options: dict[str, Any]) -> str:
         users = ", ".join(demo.USERS)
+        mode = "on (development)" if settings.DEBUG else "off, as in production"
         return (
             "\n"
-            f"  Console:    http://127.0.0.1:{options['port']}/\n"
+            f"  Console:    http://127.0.0.1:{options['port']}/  (debug {mode})\n"
             f"  Simulator:  http://127.0.0.1:{options['simulator_port']}/_sim/setup\n"
             f"  Logins:     {users} (password: {demo.DEMO_PASSWORD})\n"
             f"  Salesforce demo users log in with password: {demo.SALESFORCE_DEMO_PASSWORD}\n"
