@@ -403,19 +403,23 @@ def connection_change_expire(*, change_id: int) -> None:
         "malformed_response",
     ) or change.failure_code.startswith("http_")
     change.failure_code = "not_activated"
+    minutes = settings.ACTIVATION_WINDOW_SECONDS // 60
+    keeps = (
+        " The org keeps its current connection."
+        if change.org_id
+        else " Nothing was added."
+    )
     change.failure_message = (
         (
             "Salesforce did not answer the activation checks during the "
-            f"{settings.ACTIVATION_WINDOW_SECONDS // 60}-minute window, so the change "
-            "expired. The org keeps its current connection; try again later."
+            f"{minutes}-minute window, so the change expired.{keeps} Try again later."
         )
         if silent
         else (
-            "Salesforce did not accept the new consumer key within "
-            f"{settings.ACTIVATION_WINDOW_SECONDS // 60} minutes. Check that the key "
-            "was copied completely, that OAuth is enabled in the app and that the "
-            "app is installed or enabled in this org. The org keeps its current "
-            "connection."
+            f"Salesforce did not accept the new consumer key within {minutes} "
+            "minutes. Check that the key was copied completely, that OAuth is "
+            "enabled in the app and that the app is installed or enabled in this "
+            f"org.{keeps}"
         )
     )
     change.save()
