@@ -81,7 +81,12 @@ def org_live_state(
         progress == "checking"
         or (check is not None and check.state == PermissionCheck.State.RUNNING)
         or (open_change is not None and open_change.state in WORKING_STATES)
-        or (reauthorization is not None and reauthorization.state in WORKING_STATES)
+        # A re-authorization is authorized only until its apply task runs.
+        or (
+            reauthorization is not None
+            and reauthorization.state
+            in (*WORKING_STATES, ConnectionChange.State.AUTHORIZED)
+        )
         or (verification is not None and verification.state == "running")
     )
     return {

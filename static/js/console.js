@@ -14,3 +14,11 @@ document.addEventListener("change", function (event) {
   document.querySelectorAll("input[name='" + toggle.dataset.checkAll + "']")
     .forEach(function (box) { box.checked = toggle.checked; });
 });
+// After a failed submit the page comes back with errors: put the keyboard
+// (and a screen reader) on the first one instead of the top of the page.
+document.addEventListener("DOMContentLoaded", function () {
+  const field = document.querySelector("[aria-invalid='true']");
+  if (field) { field.focus(); return; }
+  const error = document.querySelector("[role='alert'] .errorlist, .messages .error");
+  if (error) { error.setAttribute("tabindex", "-1"); error.focus(); }
+});
