@@ -10,6 +10,8 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
+from vbsf.views import render_form
+
 from .access import Capability, get_object_for
 from .audit import Actor, audit_csv_rows
 from .decorators import require_capability
@@ -32,9 +34,8 @@ def company_index(request: HttpRequest) -> HttpResponse:
         messages.success(request, f"Company {company.name} created.")
         return redirect("companies:list")
     companies = company_list(access=request.access)  # type: ignore[attr-defined]
-    return render(
-        request, "companies/list.html", {"companies": companies, "form": form}
-    )
+    context = {"companies": companies, "form": form}
+    return render_form(request, "companies/list.html", context)
 
 
 def _get_company(request: HttpRequest, pk: int) -> Company:
@@ -72,7 +73,7 @@ def company_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "move_form": MoveOrgsForm(company=company),
         "orgs": company.orgs.select_related("client_app").order_by("alias"),
     }
-    return render(request, "companies/detail.html", context)
+    return render_form(request, "companies/detail.html", context)
 
 
 @require_http_methods(["POST"])

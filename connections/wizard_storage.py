@@ -34,7 +34,7 @@ class WizardStateStorage(BaseStorage):
         self, prefix: str, request: HttpRequest | None = None, file_storage: Any = None
     ) -> None:
         super().__init__(prefix, request, file_storage)
-        key = prefix.removeprefix(f"wizard_{PREFIX}")
+        key = self.prefix.removeprefix(f"wizard_{PREFIX}")
         user = request.user if request is not None else None
         self.state = wizard_state_for(
             org_id=int(key) if key.isdigit() else None, user=user

@@ -21,6 +21,7 @@ from companies.audit import Actor
 from companies.decorators import require_capability
 from companies.forms import MoveOrgsForm
 from companies.models import Company
+from vbsf.views import render_form
 
 from . import pictures, selectors
 from .forms import OrgFilterForm, OrgSettingsForm, OrgUrlForm, QueueSelectionForm
@@ -122,7 +123,7 @@ def org_edit_url(request: HttpRequest, pk: int) -> HttpResponse:
             return redirect("orgs:edit-url", pk=org.pk)
     verification = selectors.latest_url_verification(org=org)
     context = {"org": org, "form": form, "verification": verification}
-    return render(request, "orgs/edit_url.html", context)
+    return render_form(request, "orgs/edit_url.html", context)
 
 
 @require_GET

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.contrib.auth.decorators import login_not_required
 from django.db import DatabaseError, connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
@@ -25,3 +26,13 @@ def healthz(request: HttpRequest) -> JsonResponse:
         {"status": "ok" if healthy else "degraded", "database": database},
         status=200 if healthy else 503,
     )
+
+
+def render_form(
+    request: HttpRequest, template: str, context: dict[str, object]
+) -> HttpResponse:
+    """A page with a form. Answering a POST (the form came back with its
+    errors), it is a 422, not a 200: a POST that succeeds always redirects
+    (POST, redirect, GET), so Back and reload never resubmit."""
+    status = 422 if request.method == "POST" else 200
+    return render(request, template, context, status=status)

@@ -21,6 +21,7 @@ from orgs.health import org_check_progress
 from orgs.models import BackupPolicy, ConnectionStatus, SalesforceOrg
 from orgs.selectors import latest_url_verification, org_get, policy_get
 from orgs.services import ConcurrentChange, policy_update
+from vbsf.views import render_form
 
 from .. import oauth_flows, selectors, services
 from ..forms import CredentialsForm
@@ -178,7 +179,7 @@ def policy_edit(request: HttpRequest, pk: int) -> HttpResponse:
         except (services.ChangeError, ConcurrentChange) as exc:
             messages.error(request, str(exc))
             return redirect("policies:edit", pk=policy.pk)
-    return render(request, "orgs/policy_edit.html", context)
+    return render_form(request, "orgs/policy_edit.html", context)
 
 
 def policy_page_context(request: HttpRequest, policy: BackupPolicy) -> dict[str, Any]:

@@ -37,6 +37,12 @@ class LoginView(auth_views.LoginView):
     authentication_form = ThrottledAuthenticationForm
     redirect_authenticated_user = True
 
+    def form_invalid(self, form: Any) -> HttpResponse:
+        # The form again with its errors: a 422, so Back never resubmits.
+        response = super().form_invalid(form)
+        response.status_code = 422
+        return response
+
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         # "Log in with Salesforce" only when an org is the sign-in provider.

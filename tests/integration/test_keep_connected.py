@@ -222,7 +222,7 @@ def test_url_inputs_that_are_not_salesforce_are_refused_without_a_request(stack)
     stack.sim.clear_requests()
     for url in REJECTED_URLS:
         response = client.post(f"/orgs/{org.pk}/edit-url/", {"new_url": url})
-        assert response.status_code == 200, url
+        assert response.status_code == 422, url
         assert "errorlist" in response.content.decode(), url
     assert not UrlVerification.objects.exists()
     # Nothing was sent anywhere for them (other tests' retries may still
