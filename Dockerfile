@@ -9,4 +9,4 @@ RUN VBSF_DEBUG=true python manage.py collectstatic --noinput
 RUN useradd --system vbsf && mkdir -p /app/var && chown vbsf /app/var
 USER vbsf
 EXPOSE 8000
-CMD ["gunicorn", "vbsf.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3"]
+CMD ["gunicorn", "vbsf.wsgi", "-c", "python:vbsf.gunicorn_conf"]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinLengthValidator
 from django.db import models
+from django.urls import reverse
 
 
 class Company(models.Model):
@@ -29,9 +32,28 @@ class Company(models.Model):
         return self.name
 
     def get_absolute_url(self) -> str:
-        from django.urls import reverse
-
         return reverse("companies:detail", args=[self.pk])
+
+    def clean(self) -> None:
+        # "Acme", "ACME", "Ａｃｍｅ" and "Ac\u200bme" are one company to a
+        # person reading a list: a name that differs from another only by
+        # case, compatibility form or invisible characters is refused.
+        key = company_name_key(self.name)
+        others = Company.objects.exclude(pk=self.pk).values_list("name", flat=True)
+        for name in others:
+            if company_name_key(name) == key:
+                raise ValidationError(
+                    {"name": f"A company called {name} already exists."},
+                    code="duplicate_name",
+                )
+
+
+def company_name_key(name: str) -> str:
+    """What two company names are compared by: NFKC, no invisible (format)
+    characters, spaces collapsed, case-folded."""
+    text = unicodedata.normalize("NFKC", name or "")
+    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    return " ".join(text.split()).casefold()
 
 
 class Role(models.TextChoices):

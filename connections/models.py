@@ -11,6 +11,7 @@ from django.utils import timezone
 from vbsf import encryption
 
 from .permissions import INTEGRATION_LICENSE
+from .salesforce.urls import validate_salesforce_url
 
 
 class ExternalClientApp(models.Model):
@@ -128,7 +129,7 @@ class ConnectionChange(models.Model):
     client_app = models.ForeignKey(
         ExternalClientApp, on_delete=models.PROTECT, related_name="changes"
     )
-    login_url = models.URLField(max_length=255)
+    login_url = models.URLField(max_length=255, validators=[validate_salesforce_url])
     org_type = models.CharField(max_length=20, blank=True)
 
     # Activation probing (SPEC §4.1).
@@ -147,7 +148,9 @@ class ConnectionChange(models.Model):
     # What the new tokens say.
     new_refresh_token_encrypted = models.TextField(blank=True, editable=False)
     new_refresh_token_fingerprint = models.CharField(max_length=16, blank=True)
-    new_instance_url = models.URLField(max_length=255, blank=True)
+    new_instance_url = models.URLField(
+        max_length=255, blank=True, validators=[validate_salesforce_url]
+    )
     new_org_id = models.CharField(max_length=18, blank=True)
     new_user_id = models.CharField(max_length=18, blank=True)
     new_username = models.CharField(max_length=255, blank=True)

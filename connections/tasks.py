@@ -70,6 +70,11 @@ def resume_connection_changes() -> None:
     changes.connection_changes_resume()
 
 
+@shared_task(ignore_result=True)
+def prune_signin_attempts() -> None:
+    signin.signin_attempts_prune()
+
+
 @shared_task(ignore_result=True, acks_late=True)
 def exchange_signin_code(*, attempt_id: int) -> None:
     # Never retried: the code is single-use and wiped before the exchange.

@@ -8,7 +8,11 @@ from django.db import models
 from django.db.models.functions import Lower
 from django.urls import reverse
 
-from connections.salesforce.urls import InvalidSalesforceId, to_18
+from connections.salesforce.urls import (
+    InvalidSalesforceId,
+    to_18,
+    validate_salesforce_url,
+)
 from vbsf import encryption
 
 
@@ -88,9 +92,12 @@ class SalesforceOrg(models.Model):
     login_url = models.URLField(
         "organization URL",
         max_length=255,
+        validators=[validate_salesforce_url],
         help_text="The org's My Domain URL, used for OAuth.",
     )
-    instance_url = models.URLField(max_length=255, blank=True)
+    instance_url = models.URLField(
+        max_length=255, blank=True, validators=[validate_salesforce_url]
+    )
     company = models.ForeignKey(
         "companies.Company", on_delete=models.PROTECT, related_name="orgs"
     )
@@ -116,7 +123,9 @@ class SalesforceOrg(models.Model):
     )
     status_reason = models.CharField(max_length=300, blank=True)
     status_changed_at = models.DateTimeField(null=True, blank=True)
-    suggested_url = models.URLField(max_length=255, blank=True)
+    suggested_url = models.URLField(
+        max_length=255, blank=True, validators=[validate_salesforce_url]
+    )
     last_checked_at = models.DateTimeField(null=True, blank=True)
     is_identity_provider = models.BooleanField(
         "console sign-in provider",
@@ -225,7 +234,7 @@ class BackupPolicy(models.Model):
     retention_days = models.PositiveIntegerField(default=365)
     # The connection the policy's jobs use; kept equal to the org's by the
     # services that change either (Finish, Edit organization URL).
-    org_url = models.URLField(max_length=255)
+    org_url = models.URLField(max_length=255, validators=[validate_salesforce_url])
     client_app = models.ForeignKey(
         "connections.ExternalClientApp",
         on_delete=models.PROTECT,
@@ -262,7 +271,7 @@ class UrlVerification(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
     )
     requested_from = models.GenericIPAddressField(null=True, blank=True)
-    new_url = models.URLField(max_length=255)
+    new_url = models.URLField(max_length=255, validators=[validate_salesforce_url])
     state = models.CharField(
         max_length=10, choices=State.choices, default=State.RUNNING
     )

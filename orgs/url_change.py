@@ -15,7 +15,12 @@ from django.utils import timezone
 
 from companies.audit import Actor, audit_record
 from connections import salesforce
-from connections.salesforce.urls import InvalidSalesforceUrl, normalize_org_url
+from connections.salesforce.urls import (
+    InvalidSalesforceUrl,
+    host_of,
+    login_host_for,
+    normalize_org_url,
+)
 from vbsf.queue import enqueue_now, enqueue_on_commit
 
 from .health import PERMANENT
@@ -61,7 +66,19 @@ def url_verification_run(*, verification_id: int) -> str:
     org = verification.org
     new_url = verification.new_url
     try:
-        tokens = org_access_token(org_id=org.pk, login_url=new_url)
+        # Prove the host is this org's before anything is sent there: the
+        # generic login host (Salesforce's own) answers the refresh with the
+        # org's current instance. Only when that is the new URL do the org's
+        # tokens go to it (the consumer secret and refresh token never do).
+        tokens = org_access_token(org_id=org.pk, login_url=login_host_for(org.org_type))
+        if host_of(tokens.instance_url) != host_of(new_url):
+            return url_verification_refuse(
+                verification_id,
+                f"{new_url} is not this org's address: Salesforce says "
+                f"{org.label} is at {tokens.instance_url}. Nothing was sent to "
+                f"{host_of(new_url)}; check the URL in Salesforce Setup → My "
+                "Domain.",
+            )
         salesforce.check_org(
             instance_url=new_url,
             access_token=tokens.access_token,

@@ -49,7 +49,7 @@ def sim(sim_url: str) -> Sim:
     return client
 
 
-def _database_url() -> str:
+def database_url() -> str:
     params = connection.settings_dict
     if params["ENGINE"].endswith("sqlite3"):
         return f"sqlite:///{params['NAME']}"
@@ -85,7 +85,7 @@ def worker(
 ) -> Iterator[Worker]:
     env = {
         **{k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"},
-        "VBSF_DATABASE_URL": _database_url(),
+        "VBSF_DATABASE_URL": database_url(),
         "VBSF_SALESFORCE_SIMULATOR_URL": sim_url,
         "VBSF_PUBLIC_URL": live_server.url,
         "VBSF_SALESFORCE_RETRY_BACKOFF": "0.05",

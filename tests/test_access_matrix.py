@@ -48,7 +48,7 @@ GET_RULES: dict[str, set[str] | str] = {
     "orgs:check": "post-only",
     # Sign-in with Salesforce: 404 while no org is the sign-in provider, as
     # in this fixture; tested with one in tests/integration.
-    "connections:signin-start": "no-provider",
+    "connections:signin-start": "post-only",
     "connections:signin-wait": "no-provider",
 }
 

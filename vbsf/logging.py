@@ -13,12 +13,12 @@ _PATTERNS = [
     # OAuth form and query parameters.
     re.compile(
         r"(?i)\b(client_secret|refresh_token|access_token|code|code_verifier|"
-        r"token|password|pw)=([^&\s\"']+)"
+        r"token|password|pw|state|nonce|id_token)=([^&\s\"']+)"
     ),
     # JSON members.
     re.compile(
         r"(?i)\"(client_secret|refresh_token|access_token|id_token|code|"
-        r"consumer_secret)\"\s*:\s*\"([^\"]+)\""
+        r"consumer_secret|state|nonce)\"\s*:\s*\"([^\"]+)\""
     ),
     # Bearer headers.
     re.compile(r"(?i)\b(bearer)\s+([A-Za-z0-9._!~+/=-]{8,})"),

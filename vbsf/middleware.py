@@ -11,9 +11,10 @@ from django.http import HttpRequest, HttpResponse
 # Everything the console serves comes from itself: no scripts, styles or
 # fonts from other hosts. htmx is vendored under static/.
 def content_security_policy() -> str:
-    # Forms post to the console only; "Authorize at Salesforce" redirects to
-    # Salesforce (https), or to the simulator in the demo and tests.
-    form_action = "'self' https:"
+    # Forms post to the console only; "Authorize at Salesforce" and "Log in
+    # with Salesforce" redirect to a Salesforce login host (form-action
+    # covers redirects after a submit), or to the simulator in the demo.
+    form_action = " ".join(["'self'", *settings.SALESFORCE_BROWSER_HOSTS])
     if simulator := getattr(settings, "SALESFORCE_SIMULATOR_URL", ""):
         form_action += f" {simulator}"
     return "; ".join(

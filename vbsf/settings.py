@@ -297,8 +297,17 @@ CELERY_TASK_TIME_LIMIT = envint("TASK_TIME_LIMIT", 300)
 CELERY_TASK_SOFT_TIME_LIMIT = envint("TASK_SOFT_TIME_LIMIT", 240)
 CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_EAGER", False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Where the console sends a browser (CSP form-action): Salesforce's login and
+# My Domain hosts; every URL stored for an org passes the client's allow-list,
+# which is narrower still.
+SALESFORCE_BROWSER_HOSTS = ["https://*.salesforce.com"]
+
 CELERY_BEAT_SCHEDULE_FILENAME = str(CELERY_DATA_DIR / "beat-schedule")
 CELERY_BEAT_SCHEDULE = {
+    "prune-signin-attempts": {
+        "task": "connections.tasks.prune_signin_attempts",
+        "schedule": 3600,
+    },
     # Safety net for probe chains lost to a worker or broker restart.
     "resume-connection-changes": {
         "task": "connections.tasks.resume_connection_changes",

@@ -94,6 +94,7 @@ from .urls import (
     org_type_hint,
     same_id,
     to_18,
+    validate_salesforce_url,
     validate_server_url,
 )
 
@@ -166,6 +167,7 @@ __all__ = [
     "start_authorization",
     "to_18",
     "userinfo",
+    "validate_salesforce_url",
     "validate_server_url",
     "verify_id_token",
     "wire_url",

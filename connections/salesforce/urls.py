@@ -21,6 +21,8 @@ import socket
 import unicodedata
 from urllib.parse import urlsplit
 
+from django.core.exceptions import ValidationError
+
 __all__ = [
     "InvalidSalesforceId",
     "InvalidSalesforceUrl",
@@ -79,6 +81,18 @@ class InvalidSalesforceUrl(ValueError):
         self.reason = reason
         self.message = f"{problem} {_HINT}." if problem else f"{_HINT}."
         super().__init__(self.message)
+
+
+def validate_salesforce_url(value: str) -> None:
+    """Django validator: the one URL check, on every model field that stores
+    a Salesforce URL (login, instance, suggested, policy URLs), so no path
+    (a service, the admin, a form) can store another host."""
+    if value:
+        try:
+            normalize_org_url(value, allow_legacy_instance=True)
+        except InvalidSalesforceUrl as exc:
+            # django.core.exceptions is no app: the client package may use it.
+            raise ValidationError(str(exc), code="not_salesforce") from None
 
 
 class InvalidSalesforceId(ValueError):

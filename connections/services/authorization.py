@@ -60,13 +60,22 @@ def connection_change_begin_authorization(
     scopes = list(BASE_SCOPES)
     if change.org is not None and change.org.is_identity_provider:
         scopes.append("openid")
-    request = salesforce.start_authorization(
-        login_url=change.login_url,
-        client_id=change.client_app.consumer_key,
-        redirect_uri=callback_url(),
-        scopes=scopes,
-        prompt="login",
-    )
+    try:
+        request = salesforce.start_authorization(
+            login_url=change.login_url,
+            client_id=change.client_app.consumer_key,
+            redirect_uri=callback_url(),
+            scopes=scopes,
+            prompt="login",
+        )
+    except salesforce.UnsafeUrl:
+        # A URL stored before the one URL check covered every path (or by
+        # hand in the database): a clear refusal, never an error page.
+        raise ChangeError(
+            f"{change.login_url} is not a Salesforce address, so the console "
+            "does not send anyone there. Fix the org's URL with Edit "
+            "organization URL, then authorize again."
+        ) from None
     change.set_secret("code_verifier", request.code_verifier)
     change.authorize_started_at = timezone.now()
     change.state = State.ACTIVE

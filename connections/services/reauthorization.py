@@ -15,6 +15,7 @@ from orgs.models import SalesforceOrg
 from ..models import ConnectionChange
 from .authorization import connection_change_begin_authorization
 from .changes import ChangeError, State
+from .revocation import change_token_abandon
 
 
 @transaction.atomic
@@ -30,9 +31,15 @@ def reauthorization_start(
         raise ChangeError(
             "This org has no client app yet: use Edit Connection to set one up."
         )
-    org.connection_changes.filter(
+    # An earlier re-authorization left open ends; a token it already got
+    # is revoked, not left alive at Salesforce.
+    for earlier in org.connection_changes.filter(
         kind=ConnectionChange.Kind.REAUTHORIZE, state__in=ConnectionChange.OPEN_STATES
-    ).update(state=State.ROLLED_BACK, finished_at=timezone.now())
+    ):
+        earlier.state = State.ROLLED_BACK
+        earlier.finished_at = timezone.now()
+        earlier.save()
+        change_token_abandon(change=earlier)
     change = ConnectionChange.objects.create(
         kind=ConnectionChange.Kind.REAUTHORIZE,
         org=org,

@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
@@ -184,10 +185,14 @@ def signin_authorization_failed(
     exc = salesforce.error_from_callback(error=error[:64], description=description)
     if exc.code == "access_denied":
         message = "The sign-in was cancelled at Salesforce. Log in again to continue."
+        stored = message
     else:
         message = f"Salesforce did not sign you in: {exc.message}"
+        # Nobody is signed in yet: the callback's text could be anyone's, so
+        # only the mapped error code is kept, never the description.
+        stored = f"Salesforce did not sign you in ({exc.code})."
     if attempt.state == State.STARTED:
-        _refuse(attempt, message, actor=actor, details={"error": exc.code})
+        _refuse(attempt, stored, actor=actor, details={"error": exc.code})
     return message
 
 
@@ -387,3 +392,30 @@ def signin_consume(*, attempt_id: int) -> AbstractBaseUser | None:
     if taken != 1:
         return None
     return SignInAttempt.objects.select_related("user").get(pk=attempt_id).user
+
+
+# Anonymous browsers start sign-ins: what they leave behind is bounded by
+# the per-address limit below and pruned after a day.
+SIGNIN_STARTS_PER_ADDRESS = 10
+SIGNIN_STARTS_WINDOW_SECONDS = 60
+ATTEMPT_RETENTION = timedelta(days=1)
+
+
+def signin_start_allowed(*, address: str | None) -> bool:
+    """At most SIGNIN_STARTS_PER_ADDRESS starts a minute from one address."""
+    key = f"vbsf:signin-starts:{address or 'unknown'}"
+    cache.add(key, 0, SIGNIN_STARTS_WINDOW_SECONDS)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, SIGNIN_STARTS_WINDOW_SECONDS)
+        count = 1
+    return count <= SIGNIN_STARTS_PER_ADDRESS
+
+
+def signin_attempts_prune() -> int:
+    """Beat: forget sign-in attempts older than a day (their outcome is in
+    the audit trail)."""
+    cutoff = timezone.now() - ATTEMPT_RETENTION
+    deleted, _ = SignInAttempt.objects.filter(created_at__lt=cutoff).delete()
+    return deleted

@@ -12,8 +12,9 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_POST
 
+from companies.audit import client_ip
 from companies.forms import ThrottledAuthenticationForm
 from connections import salesforce
 
@@ -27,6 +28,7 @@ from ..services.signin import (
     signin_begin,
     signin_consume,
     signin_expire_if_stale,
+    signin_start_allowed,
 )
 
 State = SignInAttempt.State
@@ -55,12 +57,18 @@ def _session_attempts(request: HttpRequest) -> list[int]:
 
 
 @login_not_required
-@require_http_methods(["GET", "POST"])
+@require_POST
 def signin_start(request: HttpRequest) -> HttpResponse:
-    """Send the browser to the identity-provider org's Salesforce login."""
+    """Send the browser to the identity-provider org's Salesforce login.
+
+    POST only (the login page's button, with its CSRF token): a GET from
+    anywhere must not create attempts or sessions."""
     org = identity_provider_org()
     if org is None:
         raise Http404
+    if not signin_start_allowed(address=client_ip(request)):
+        messages.error(request, "Too many sign-ins from here. Wait a minute.")
+        return redirect("login")
     try:
         attempt, url, state = signin_begin(org=org)
     except salesforce.SalesforceError:

@@ -193,8 +193,8 @@ def test_support_applies_the_new_url_after_an_enhanced_domains_switch(stack):
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("https://other-org.my.salesforce.com", "answers, but not for this org"),
-        ("https://nobody-home.my.salesforce.com", "does not answer"),
+        ("https://other-org.my.salesforce.com", "is not this org's address"),
+        ("https://nobody-home.my.salesforce.com", "is not this org's address"),
     ],
 )
 def test_wrong_urls_are_refused_after_checking_and_change_nothing(stack, url, message):
@@ -212,6 +212,10 @@ def test_wrong_urls_are_refused_after_checking_and_change_nothing(stack, url, me
     fresh = SalesforceOrg.objects.get(pk=org.pk)
     assert fresh.login_url == org.login_url and fresh.version == org.version
     assert not AuditEvent.objects.filter(action="org.url_change").exists()
+    # The org's secrets never went to the candidate host (issue 11, point 8):
+    # it was proven not to be the org's before anything was sent there.
+    host = url.removeprefix("https://")
+    assert not [r for r in stack.sim.requests() if r.get("host") == host]
 
 
 def test_url_inputs_that_are_not_salesforce_are_refused_without_a_request(stack):

@@ -77,7 +77,7 @@ def identity_provider(stack: Any, *, name: str = "idp", link: bool = True) -> Id
 
 
 def _start(client: Client) -> tuple[str, SignInAttempt]:
-    response = client.get("/login/salesforce/")
+    response = client.post("/login/salesforce/")
     assert response.status_code == 302
     attempt = SignInAttempt.objects.latest("pk")
     return response["Location"], attempt
@@ -272,5 +272,5 @@ def test_without_an_identity_provider_there_is_no_salesforce_sign_in(
 ) -> None:
     client = Client()
     assert "Log in with Salesforce" not in client.get("/login/").content.decode()
-    assert client.get("/login/salesforce/").status_code == 404
+    assert client.post("/login/salesforce/").status_code == 404
     assert client.get("/login/salesforce/wait/1/").status_code == 404
