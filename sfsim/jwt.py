@@ -1,23 +1,23 @@
-"""Minimal RS256 JWT signing and JWKS export for the simulator's id_token.
+"""RS256 JWT signing and JWKS export for the simulator's id_token (PyJWT).
 
-Only what the simulator needs: one RSA key per process, RS256 signatures,
-the JWKS document served at `/id/keys`, and the OIDC `at_hash` claim.  A
-verifier is included so the conformance tests can check tokens without a
-third-party JWT library.
+Only what the simulator needs: one RSA key per process, RS256 signatures
+with a ``kid`` header, the JWKS document served at `/id/keys`, and the OIDC
+`at_hash` claim.  A verifier is included so the conformance tests can check
+tokens against `/id/keys`.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import threading
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
 
+ALGORITHM = "RS256"
 KEY_ID = "sfsim1"
 
 _key_lock = threading.Lock()
@@ -27,11 +27,6 @@ _private_key: rsa.RSAPrivateKey | None = None
 def b64url(data: bytes) -> str:
     """base64url without padding (RFC 7515 §2)."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def b64url_decode(text: str) -> bytes:
-    """Inverse of :func:`b64url`, tolerant of missing padding."""
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def private_key() -> rsa.RSAPrivateKey:
@@ -49,20 +44,16 @@ def private_key() -> rsa.RSAPrivateKey:
         return _private_key
 
 
-def _int_b64(value: int) -> str:
-    return b64url(value.to_bytes((value.bit_length() + 7) // 8, "big"))
-
-
 def jwks() -> dict[str, Any]:
     """The JWKS document listing the public half of the signing key."""
-    numbers = private_key().public_key().public_numbers()
+    public = RSAAlgorithm.to_jwk(private_key().public_key(), as_dict=True)
     return {
         "keys": [
             {
                 "kty": "RSA",
-                "n": _int_b64(numbers.n),
-                "e": _int_b64(numbers.e),
-                "alg": "RS256",
+                "n": public["n"],
+                "e": public["e"],
+                "alg": ALGORITHM,
                 "use": "sig",
                 "kid": KEY_ID,
             }
@@ -72,15 +63,12 @@ def jwks() -> dict[str, Any]:
 
 def encode(claims: dict[str, Any]) -> str:
     """Sign `claims` as a compact RS256 JWT."""
-    header = {"kid": KEY_ID, "typ": "JWT", "alg": "RS256"}
-    signing_input = ".".join(
-        b64url(json.dumps(part, separators=(",", ":")).encode("utf-8"))
-        for part in (header, claims)
+    return jwt.encode(
+        claims,
+        private_key(),
+        algorithm=ALGORITHM,
+        headers={"kid": KEY_ID, "typ": "JWT"},
     )
-    signature = private_key().sign(
-        signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256()
-    )
-    return f"{signing_input}.{b64url(signature)}"
 
 
 def at_hash(access_token: str) -> str:
@@ -90,34 +78,36 @@ def at_hash(access_token: str) -> str:
 
 
 def decode_and_verify(token: str, jwks_doc: dict[str, Any]) -> dict[str, Any]:
-    """Verify an RS256 JWT against a JWKS document and return its claims.
+    """Verify an RS256 JWT's signature against a JWKS document; return its claims.
 
-    Raises ValueError on any problem.  Used by the tests (and handy for the
-    console's own tests) to prove the id_token verifies with `/id/keys`.
+    Raises ValueError on any problem.  Only the signature is checked (the
+    simulator's clock may be shifted, and the audience is the caller's to
+    compare).  Used by the tests (and handy for the console's own tests) to
+    prove the id_token verifies with `/id/keys`.
     """
     try:
-        header_b64, payload_b64, sig_b64 = token.split(".")
-        header = json.loads(b64url_decode(header_b64))
-    except (ValueError, json.JSONDecodeError) as exc:
-        raise ValueError("malformed JWT") from exc
-    if header.get("alg") != "RS256":
-        raise ValueError("unexpected alg")
-    for key in jwks_doc.get("keys", []):
-        if key.get("kid") != header.get("kid"):
-            continue
-        public = rsa.RSAPublicNumbers(
-            int.from_bytes(b64url_decode(key["e"]), "big"),
-            int.from_bytes(b64url_decode(key["n"]), "big"),
-        ).public_key()
-        try:
-            public.verify(
-                b64url_decode(sig_b64),
-                f"{header_b64}.{payload_b64}".encode("ascii"),
-                padding.PKCS1v15(),
-                hashes.SHA256(),
-            )
-        except InvalidSignature as exc:
-            raise ValueError("bad signature") from exc
-        claims: dict[str, Any] = json.loads(b64url_decode(payload_b64))
-        return claims
-    raise ValueError("no matching key")
+        kid = jwt.get_unverified_header(token).get("kid")
+        keys = jwt.PyJWKSet.from_dict(jwks_doc)
+    except jwt.PyJWTError as exc:
+        raise ValueError("malformed JWT or JWKS") from exc
+    key = next((k for k in keys if k.key_id == kid), None)
+    if key is None:
+        raise ValueError("no matching key")
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=[ALGORITHM],
+            options={
+                "verify_exp": False,
+                "verify_iat": False,
+                "verify_nbf": False,
+                "verify_aud": False,
+                "verify_iss": False,
+            },
+        )
+    except jwt.InvalidSignatureError as exc:
+        raise ValueError("bad signature") from exc
+    except jwt.PyJWTError as exc:
+        raise ValueError(f"invalid JWT: {exc}") from exc
+    return claims

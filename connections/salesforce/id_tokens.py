@@ -2,7 +2,9 @@
 
 Pure: no HTTP and no Django. The caller fetches the JWKS (through
 :func:`connections.salesforce.fetch_jwks`) and passes what the token must
-say. Only RS256 is accepted: the algorithm comes from this module, never
+say. The cryptography (base64url and JSON of the segments, the RSA key from
+its JWK, the RS256 signature) is PyJWT's; this module decides the rules.
+Only RS256 is accepted: the algorithm list comes from this module, never
 from the token, so ``none`` and HS256 (signed with the public key as an
 HMAC secret) cannot slip through. Salesforce's claims are ``iss``, ``sub``
 (the identity URL), ``aud`` (the consumer key), ``iat``, ``exp``,
@@ -11,25 +13,38 @@ HMAC secret) cannot slip through. Salesforce's claims are ``iss``, ``sub``
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
-import json
-import re
 import time
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.exceptions import InvalidSubjectError
+from jwt.types import Options
 
 ALGORITHM = "RS256"
 # Clocks of the console and Salesforce may differ a little; not more.
 LEEWAY_SECONDS = 60
 MAX_TOKEN_LENGTH = 16_384
 MIN_KEY_BITS = 2048
-_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+# PyJWT checks the signature, the issuer and the audience; the time claims
+# are checked here, against ``now`` and with the types this module accepts.
+_DECODE_OPTIONS: Options = {
+    "verify_signature": True,
+    "verify_iss": True,
+    "verify_aud": True,
+    "verify_exp": False,
+    "verify_iat": False,
+    "verify_nbf": False,
+    "enforce_minimum_key_length": True,
+}
+
+MALFORMED = "The identity token is malformed."
+KEY_MALFORMED = "The identity provider's signing key is malformed."
+KEY_UNUSABLE = "The identity token's signing key is not usable."
+OTHER_APP = "The identity token was issued to another app."
+UNEXPECTED_ISSUER = "The identity token comes from an unexpected issuer."
 
 
 class InvalidIdToken(Exception):
@@ -40,61 +55,91 @@ class InvalidIdToken(Exception):
         super().__init__(message)
 
 
-def _b64decode(segment: str) -> bytes:
-    # base64's own decoder silently skips characters outside the alphabet;
-    # a token must be exactly what was signed.
-    if not _SEGMENT_RE.match(segment):
-        raise InvalidIdToken("The identity token is malformed.")
+def _header(token: str) -> dict[str, Any]:
+    """The token's (unverified) JOSE header, checked before any key is used."""
     try:
-        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except (binascii.Error, ValueError):
-        raise InvalidIdToken("The identity token is malformed.") from None
-
-
-def _json_segment(segment: str) -> dict[str, Any]:
-    try:
-        value = json.loads(_b64decode(segment))
-    except (UnicodeDecodeError, ValueError):
-        raise InvalidIdToken("The identity token is malformed.") from None
-    if not isinstance(value, dict):
-        raise InvalidIdToken("The identity token is malformed.")
-    return value
-
-
-def _b64_int(value: object) -> int:
-    if not isinstance(value, str) or not value:
-        raise InvalidIdToken("The identity provider's signing key is malformed.")
-    try:
-        return int.from_bytes(_b64decode(value), "big")
-    except InvalidIdToken:
+        header = jwt.get_unverified_header(token)
+    except jwt.DecodeError:
+        raise InvalidIdToken(MALFORMED) from None
+    except jwt.InvalidTokenError:
+        # PyJWT refuses a critical extension it does not implement (and a kid
+        # that is not a string) while reading the header.
         raise InvalidIdToken(
-            "The identity provider's signing key is malformed."
+            "The identity token uses unsupported extensions."
         ) from None
+    if header.get("alg") != ALGORITHM:
+        raise InvalidIdToken("The identity token is not signed with RS256.")
+    if "crit" in header:
+        # No extension is understood, so none may be critical (RFC 7515 §4.1.11).
+        raise InvalidIdToken("The identity token uses unsupported extensions.")
+    return header
 
 
-def _public_key(jwks: Mapping[str, Any], kid: str) -> rsa.RSAPublicKey:
+def _signing_key(jwks: Mapping[str, Any], kid: str) -> jwt.PyJWK:
+    """The JWKS entry named ``kid`` (the first one), as an RS256 public key."""
     keys = jwks.get("keys") if isinstance(jwks, Mapping) else None
     if not isinstance(keys, list):
         raise InvalidIdToken("The identity provider published no signing keys.")
-    for jwk in keys:
-        if not isinstance(jwk, dict) or jwk.get("kid") != kid:
-            continue
-        if jwk.get("kty") != "RSA" or jwk.get("use", "sig") != "sig":
-            raise InvalidIdToken("The identity token's signing key is not usable.")
-        if jwk.get("alg", ALGORITHM) != ALGORITHM:
-            raise InvalidIdToken("The identity token's signing key is not usable.")
-        try:
-            key = rsa.RSAPublicNumbers(
-                _b64_int(jwk.get("e")), _b64_int(jwk.get("n"))
-            ).public_key()
-        except ValueError:
-            raise InvalidIdToken(
-                "The identity provider's signing key is malformed."
-            ) from None
-        if key.key_size < MIN_KEY_BITS:
-            raise InvalidIdToken("The identity token's signing key is too weak.")
-        return key
-    raise InvalidIdToken("The identity token was signed with an unknown key.")
+    jwk = next((k for k in keys if isinstance(k, dict) and k.get("kid") == kid), None)
+    if jwk is None:
+        raise InvalidIdToken("The identity token was signed with an unknown key.")
+    if jwk.get("kty") != "RSA" or jwk.get("use", "sig") != "sig":
+        raise InvalidIdToken(KEY_UNUSABLE)
+    if jwk.get("alg", ALGORITHM) != ALGORITHM:
+        raise InvalidIdToken(KEY_UNUSABLE)
+    # Only the public members: whatever else the entry carries (a private
+    # exponent by mistake, say) plays no part in verification.
+    public = {name: jwk[name] for name in ("kty", "kid", "n", "e") if name in jwk}
+    try:
+        key = jwt.PyJWK(public, algorithm=ALGORITHM)
+    except jwt.PyJWTError:
+        raise InvalidIdToken(KEY_MALFORMED) from None
+    if not isinstance(key.key, rsa.RSAPublicKey):
+        raise InvalidIdToken(KEY_UNUSABLE)
+    if key.key.key_size < MIN_KEY_BITS:
+        raise InvalidIdToken("The identity token's signing key is too weak.")
+    return key
+
+
+def _accepted_issuers(issuers: Collection[str]) -> frozenset[str]:
+    """Each issuer with and without its trailing slash (compared as one)."""
+    bare = {issuer.rstrip("/") for issuer in issuers}
+    return frozenset(bare | {f"{issuer}/" for issuer in bare})
+
+
+def _decode(
+    token: str, key: jwt.PyJWK, *, issuers: Collection[str], client_id: str
+) -> dict[str, Any]:
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=[ALGORITHM],
+            options=_DECODE_OPTIONS,
+            audience=client_id,
+            issuer=_accepted_issuers(issuers),
+        )
+    except jwt.InvalidSignatureError:
+        raise InvalidIdToken("The identity token's signature is not valid.") from None
+    except jwt.InvalidAlgorithmError:
+        raise InvalidIdToken("The identity token is not signed with RS256.") from None
+    except jwt.InvalidKeyError:
+        raise InvalidIdToken("The identity token's signing key is too weak.") from None
+    except jwt.InvalidIssuerError:
+        raise InvalidIdToken(UNEXPECTED_ISSUER) from None
+    except jwt.InvalidAudienceError:
+        raise InvalidIdToken(OTHER_APP) from None
+    except jwt.MissingRequiredClaimError as missing:
+        raise InvalidIdToken(
+            UNEXPECTED_ISSUER if missing.claim == "iss" else OTHER_APP
+        ) from None
+    except InvalidSubjectError:
+        raise InvalidIdToken("The identity token names no user.") from None
+    except jwt.DecodeError:
+        raise InvalidIdToken(MALFORMED) from None
+    except jwt.PyJWTError:
+        raise InvalidIdToken("The identity token cannot be verified.") from None
+    return claims
 
 
 def _number(claims: Mapping[str, Any], name: str) -> int:
@@ -103,17 +148,6 @@ def _number(claims: Mapping[str, Any], name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidIdToken(f"The identity token has no valid “{name}” claim.")
     return int(value)
-
-
-def _check_audience(claims: Mapping[str, Any], client_id: str) -> None:
-    aud = claims.get("aud")
-    audiences = [aud] if isinstance(aud, str) else aud
-    if not isinstance(audiences, list) or client_id not in audiences:
-        raise InvalidIdToken("The identity token was issued to another app.")
-    # OIDC Core §3.1.3.7: with several audiences, the authorized party
-    # must be this client.
-    if len(audiences) > 1 and claims.get("azp") != client_id:
-        raise InvalidIdToken("The identity token was issued to another app.")
 
 
 def verify_id_token(
@@ -133,37 +167,18 @@ def verify_id_token(
     ``nonce`` must equal the token's. Raises :class:`InvalidIdToken`.
     """
     if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_LENGTH:
-        raise InvalidIdToken("The identity token is malformed.")
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise InvalidIdToken("The identity token is malformed.")
-    header_b64, payload_b64, signature_b64 = parts
-    header = _json_segment(header_b64)
-    if header.get("alg") != ALGORITHM:
-        raise InvalidIdToken("The identity token is not signed with RS256.")
-    if "crit" in header:
-        # No extension is understood, so none may be critical (RFC 7515 §4.1.11).
-        raise InvalidIdToken("The identity token uses unsupported extensions.")
-    kid = header.get("kid")
+        raise InvalidIdToken(MALFORMED)
+    kid = _header(token).get("kid")
     if not isinstance(kid, str) or not kid:
         raise InvalidIdToken("The identity token names no signing key.")
-    key = _public_key(jwks, kid)
-    try:
-        key.verify(
-            _b64decode(signature_b64),
-            f"{header_b64}.{payload_b64}".encode("ascii"),
-            padding.PKCS1v15(),
-            hashes.SHA256(),
-        )
-    except InvalidSignature:
-        raise InvalidIdToken("The identity token's signature is not valid.") from None
+    key = _signing_key(jwks, kid)
+    claims = _decode(token, key, issuers=issuers, client_id=client_id)
 
-    claims = _json_segment(payload_b64)
-    iss = claims.get("iss")
-    accepted = {issuer.rstrip("/") for issuer in issuers}
-    if not isinstance(iss, str) or iss.rstrip("/") not in accepted:
-        raise InvalidIdToken("The identity token comes from an unexpected issuer.")
-    _check_audience(claims, client_id)
+    # OIDC Core §3.1.3.7: with several audiences, the authorized party
+    # must be this client.
+    aud = claims.get("aud")
+    if isinstance(aud, list) and len(aud) > 1 and claims.get("azp") != client_id:
+        raise InvalidIdToken(OTHER_APP)
     current = time.time() if now is None else now
     if _number(claims, "exp") <= current - leeway:
         raise InvalidIdToken("The identity token has expired.")

@@ -255,3 +255,16 @@ def test_it_verifies_the_simulators_tokens() -> None:
     header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
     result = verify(token, jwt.jwks())
     assert header["alg"] == "RS256" and result["aud"] == CLIENT_ID
+
+
+def test_it_rejects_another_key_using_the_simulators_kid(other_key) -> None:
+    """A forger who copies the published kid still needs the private key."""
+    from sfsim import jwt
+
+    forged = sign(other_key, claims(), {"kid": jwt.KEY_ID, "alg": "RS256"})
+    assert_refused(forged, jwt.jwks(), "signature is not valid")
+
+
+def test_it_rejects_a_kid_that_is_not_a_string(key, jwks) -> None:
+    with pytest.raises(InvalidIdToken):
+        verify(sign(key, claims(), {"kid": 1, "alg": "RS256"}), jwks)

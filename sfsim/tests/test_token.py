@@ -8,7 +8,9 @@ import hmac
 import re
 from urllib.parse import quote
 
+import jwt as pyjwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sfsim import jwt
 
@@ -132,6 +134,21 @@ def test_id_token_only_with_openid_and_verifies_with_jwks(
     )
     with pytest.raises(ValueError):
         jwt.decode_and_verify(tampered, keys)
+
+
+def test_id_token_names_its_key_and_another_key_with_that_kid_fails(
+    sim: Sim, world: World
+) -> None:
+    body = sim.tokens(world, scope="full openid", nonce="n-123")
+    keys = sim.client.get("/h/login.salesforce.com/id/keys").get_json()
+    assert keys == jwt.jwks()
+    header = pyjwt.get_unverified_header(body["id_token"])
+    assert header == {"alg": "RS256", "kid": jwt.KEY_ID, "typ": "JWT"}
+    claims = jwt.decode_and_verify(body["id_token"], keys)
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forged = pyjwt.encode(claims, other, algorithm="RS256", headers={"kid": jwt.KEY_ID})
+    with pytest.raises(ValueError, match="bad signature"):
+        jwt.decode_and_verify(forged, keys)
 
 
 def test_unsupported_grant_type(sim: Sim, world: World) -> None:
