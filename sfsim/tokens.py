@@ -155,12 +155,14 @@ def _exchange_code(ctx: Ctx, app: App) -> Response:
             "redirect_uri_mismatch", "redirect_uri must match configuration"
         )
     if code.code_challenge:
+        # Both a missing and a wrong verifier are ``invalid_grant`` (reference
+        # §2: the wire, not the older doc page that says ``invalid_request``).
         verifier = form.get("code_verifier")
         if not verifier:
             return oauth_error("invalid_grant", "invalid code verifier")
         digest = hashlib.sha256(verifier.encode("ascii", "replace")).digest()
         if not hmac.compare_digest(jwt.b64url(digest), code.code_challenge):
-            return oauth_error("invalid_request", "invalid code verifier")
+            return oauth_error("invalid_grant", "invalid code verifier")
     user = state.users[code.user_id]
     problem = _user_problem(state, user)
     if problem is not None:

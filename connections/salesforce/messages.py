@@ -73,8 +73,8 @@ def authorization_problem(exc: SalesforceError) -> str:
         )
     if isinstance(exc, InvalidGrant):
         return (
-            "Salesforce did not accept the sign-in (the code expired or was "
-            "already used). Authorize again."
+            "Salesforce did not accept the sign-in (the code expired, was "
+            "already used, or did not match this sign-in). Authorize again."
         )
     if isinstance(exc, TransientError | HostUnreachable):
         return (

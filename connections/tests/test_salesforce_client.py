@@ -599,6 +599,8 @@ TOKEN_ERRORS = [
         "invalid_scope",
         True,
     ),
+    # An older doc page's form of a PKCE mismatch; the wire answers
+    # invalid_grant (test_a_wrong_code_verifier_is_invalid_grant).
     (
         400,
         {"error": "invalid_request", "error_description": "invalid code verifier"},
@@ -685,6 +687,31 @@ def test_invalid_grant_keeps_the_description(http: responses.RequestsMock) -> No
         do_refresh()
     assert caught.value.description == "expired access/refresh token"
     assert "expired access/refresh token" in caught.value.message
+
+
+def test_a_wrong_code_verifier_is_invalid_grant(http: responses.RequestsMock) -> None:
+    """Salesforce's wire answer to a code exchanged with the wrong verifier
+    (reference §2 "PKCE semantics")."""
+    http.post(
+        TOKEN_URL,
+        body='{"error":"invalid_grant","error_description":"invalid code verifier"}',
+        status=400,
+        content_type="application/json;charset=UTF-8",
+    )
+    with pytest.raises(sf.SalesforceError) as caught:
+        exchange()
+    error = caught.value
+    assert type(error) is sf.InvalidGrant
+    assert error.code == "invalid_grant" and error.permanent is True
+    assert error.description == "invalid code verifier"
+    assert "invalid code verifier" in error.message
+    assert "re-authorize" in error.message
+    # The page of a failed exchange tells the admin to authorize again.
+    assert sf.authorization_problem(error).endswith("Authorize again.")
+    assert_no_sentinel(error.message, error.description, repr(error))
+    # The verifier was sent, and the single-use code is never retried.
+    assert len(http.calls) == 1
+    assert form_of(http.calls[0])["code_verifier"] == VERIFIER
 
 
 def test_an_echoed_secret_is_cut_from_the_description(
@@ -941,6 +968,11 @@ def _addrinfo(*addresses: str) -> Any:
         ("10.0.0.5",),
         ("8.8.8.8", "192.168.0.1"),
         ("::1",),
+        # IPv6 transition forms embedding 169.254.169.254, 127.0.0.1, 10.0.0.1
+        ("64:ff9b::a9fe:a9fe",),
+        ("2002:7f00:1::1",),
+        ("2001:0:4136:e378:8000:63bf:f5ff:fffe",),
+        ("2a00:1450::1", "::127.0.0.1"),
     ],
 )
 def test_hosts_resolving_to_private_addresses_are_refused(

@@ -320,9 +320,9 @@ def test_a_code_works_once(world: World) -> None:
     assert caught.value.description == "expired authorization code"
 
 
-def test_a_wrong_verifier_is_a_pkce_error(world: World) -> None:
+def test_a_wrong_verifier_is_invalid_grant_as_on_the_wire(world: World) -> None:
     _, callback = authorize(world)
-    with pytest.raises(sf.PkceError):
+    with pytest.raises(sf.InvalidGrant) as caught:
         sf.exchange_code(
             login_url=world.login_url,
             client_id=world.consumer_key,
@@ -331,6 +331,7 @@ def test_a_wrong_verifier_is_a_pkce_error(world: World) -> None:
             redirect_uri=CALLBACK,
             code_verifier=sf.new_pkce_pair()[0],
         )
+    assert caught.value.description == "invalid code verifier"
 
 
 def test_tokens_of_another_org_are_refused(sim: str, world: World) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Callable
+
 import pytest
 
 from connections.salesforce.urls import (
@@ -304,6 +307,136 @@ def test_login_host_for(org_type: str | None, url: str) -> None:
 )
 def test_is_public_address(address: str, public: bool) -> None:
     assert is_public_address(address) is public
+
+
+# --- IPv6 forms that embed an IPv4 address -------------------------------------
+
+_V4 = ipaddress.IPv4Address
+_V6 = ipaddress.IPv6Address
+_TEREDO_SERVER = _V4("65.54.227.120")  # a public Teredo server
+
+
+def _nat64(v4: _V4) -> _V6:  # 64:ff9b::a.b.c.d (RFC 6052)
+    return _V6(int(_V6("64:ff9b::")) | int(v4))
+
+
+def _nat64_local(v4: _V4) -> _V6:  # 64:ff9b:1::/48 with the RFC 6052 /48 layout
+    high, low = int(v4) >> 16, int(v4) & 0xFFFF
+    return _V6(int(_V6("64:ff9b:1::")) | high << 64 | low << 40)
+
+
+def _sixtofour(v4: _V4) -> _V6:  # 2002:AABB:CCDD::1
+    return _V6(int(_V6("2002::")) | int(v4) << 80 | 1)
+
+
+def _teredo(v4: _V4) -> _V6:  # 2001:0:server:flags:port:client, obfuscated
+    server = int(_TEREDO_SERVER) << 64
+    return _V6(int(_V6("2001::")) | server | 0x8000 << 48 | (int(v4) ^ 0xFFFFFFFF))
+
+
+def _compatible(v4: _V4) -> _V6:  # ::a.b.c.d
+    return _V6(int(v4))
+
+
+def _translated(v4: _V4) -> _V6:  # ::ffff:0:a.b.c.d (SIIT)
+    return _V6(0xFFFF << 48 | int(v4))
+
+
+def _mapped(v4: _V4) -> _V6:  # ::ffff:a.b.c.d
+    return _V6(0xFFFF << 32 | int(v4))
+
+
+TRANSITION_FORMS = [_nat64, _nat64_local, _sixtofour, _teredo, _compatible, _translated]
+EMBEDDED = ["127.0.0.1", "10.0.0.1", "169.254.169.254", "100.64.0.1", "8.8.8.8"]
+
+
+@pytest.mark.parametrize("v4", EMBEDDED)
+def test_the_test_builders_embed_the_address(v4: str) -> None:
+    address = _V4(v4)
+    assert _sixtofour(address).sixtofour == address
+    assert _teredo(address).teredo == (_TEREDO_SERVER, address)
+    assert _mapped(address).ipv4_mapped == address
+    assert _nat64(address) in ipaddress.IPv6Network("64:ff9b::/96")
+    assert _nat64_local(address) in ipaddress.IPv6Network("64:ff9b:1::/48")
+    assert int(_nat64(address)) & 0xFFFFFFFF == int(address)
+    assert int(_compatible(address)) == int(int(_translated(address)) & 0xFFFFFFFF)
+
+
+@pytest.mark.parametrize("v4", EMBEDDED)
+@pytest.mark.parametrize("form", TRANSITION_FORMS, ids=lambda f: f.__name__[1:])
+def test_transition_forms_are_never_public(form: Callable[[_V4], _V6], v4: str) -> None:
+    """Even a public IPv4 address (8.8.8.8) behind NAT64, 6to4, Teredo,
+    IPv4-compatible or IPv4-translated is refused."""
+    address = form(_V4(v4))
+    assert is_public_address(str(address)) is False
+    assert is_public_address(f"{address}%eth0") is False
+
+
+@pytest.mark.parametrize(
+    ("v4", "public"),
+    [
+        ("127.0.0.1", False),
+        ("10.0.0.1", False),
+        ("169.254.169.254", False),
+        ("100.64.0.1", False),
+        ("8.8.8.8", True),
+    ],
+)
+def test_ipv4_mapped_addresses_are_judged_by_their_ipv4(v4: str, public: bool) -> None:
+    assert is_public_address(str(_mapped(_V4(v4)))) is public
+    assert is_public_address(f"::ffff:{v4}") is public
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        # NAT64, well-known and local-use prefixes
+        "64:ff9b::7f00:1",
+        "64:ff9b::127.0.0.1",
+        "64:ff9b::10.0.0.1",
+        "64:ff9b::a9fe:a9fe",
+        "64:ff9b::8.8.8.8",
+        "64:ff9b:1:7f00:0:100::",
+        "64:ff9b:1:a9fe:a9:fe00::",
+        # 6to4
+        "2002:7f00:1::1",
+        "2002:a00:1::",
+        "2002:a9fe:a9fe::1",
+        "2002:808:808::1",
+        # Teredo: the client address is inverted (80ff:fffe = 127.0.0.1)
+        "2001:0:4136:e378:8000:63bf:80ff:fffe",
+        "2001:0:4136:e378:8000:63bf:f5ff:fffe",
+        "2001:0:4136:e378:8000:63bf:5601:5601",
+        "2001:0:4136:e378:8000:63bf:f7f7:f7f7",
+        # IPv4-compatible (deprecated) and IPv4-translated
+        "::127.0.0.1",
+        "::10.0.0.1",
+        "::169.254.169.254",
+        "::8.8.8.8",
+        "::ffff:0:127.0.0.1",
+        "::ffff:0:a9fe:a9fe",
+        "::ffff:0:8.8.8.8",
+    ],
+)
+def test_transition_form_literals_are_refused(address: str) -> None:
+    assert is_public_address(address) is False
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "8.8.8.8",
+        "1.1.1.1",
+        "2a00:1450::1",
+        "2a00:1450:4001:81c::200e",
+        "2606:4700:4700::1111",
+        # 2001::/32 is Teredo; the rest of 2001::/16 is ordinary address space.
+        "2001:4860:4860::8888",
+        "::ffff:8.8.8.8",
+    ],
+)
+def test_public_addresses_stay_public(address: str) -> None:
+    assert is_public_address(address) is True
 
 
 # §8 test vectors.

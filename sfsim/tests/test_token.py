@@ -259,20 +259,49 @@ def test_redirect_uri_mismatch_at_token_endpoint(sim: Sim, world: World) -> None
         assert resp.status_code == 400 and resp.get_json() == expected
 
 
-def test_pkce_missing_verifier_is_invalid_grant(sim: Sim, world: World) -> None:
-    _, challenge = pkce_pair()
-    code = sim.code(world.host, world.key, world.username, code_challenge=challenge)
-    resp = sim.exchange(world.host, world.key, world.secret, code)
-    assert resp.status_code == 400 and resp.get_json()["error"] == "invalid_grant"
+# Reference §2 "PKCE semantics": as observed on the wire (an older doc page
+# says invalid_request for a mismatch; the wire wins).
+INVALID_VERIFIER = {
+    "error": "invalid_grant",
+    "error_description": "invalid code verifier",
+}
 
 
-def test_pkce_wrong_verifier_is_invalid_request(sim: Sim, world: World) -> None:
+@pytest.mark.parametrize("require_pkce", [False, True])
+def test_pkce_missing_verifier_is_invalid_grant(
+    sim: Sim, world: World, require_pkce: bool
+) -> None:
+    key, secret = world.key, world.secret
+    if require_pkce:
+        app = sim.app(world.org_id, name="PKCE", require_pkce=True)
+        key, secret = app["consumer_key"], app["consumer_secret"]
     _, challenge = pkce_pair()
-    code = sim.code(world.host, world.key, world.username, code_challenge=challenge)
-    resp = sim.exchange(
-        world.host, world.key, world.secret, code, code_verifier="x" * 43
-    )
-    assert resp.status_code == 400 and resp.get_json()["error"] == "invalid_request"
+    code = sim.code(world.host, key, world.username, code_challenge=challenge)
+    for missing in ({}, {"code_verifier": ""}):
+        resp = sim.exchange(world.host, key, secret, code, **missing)
+        assert resp.status_code == 400
+        assert resp.get_json()["error"] == "invalid_grant"
+
+
+@pytest.mark.parametrize("require_pkce", [False, True])
+def test_pkce_wrong_verifier_is_invalid_grant(
+    sim: Sim, world: World, require_pkce: bool
+) -> None:
+    key, secret = world.key, world.secret
+    if require_pkce:
+        app = sim.app(world.org_id, name="PKCE", require_pkce=True)
+        key, secret = app["consumer_key"], app["consumer_secret"]
+    other_flows_verifier, _ = pkce_pair()
+    for wrong in ("x" * 43, other_flows_verifier):
+        verifier, challenge = pkce_pair()
+        code = sim.code(world.host, key, world.username, code_challenge=challenge)
+        resp = sim.exchange(world.host, key, secret, code, code_verifier=wrong)
+        assert resp.status_code == 400
+        assert resp.mimetype == "application/json"
+        assert resp.get_json() == INVALID_VERIFIER
+        # The failed attempt spent the code: the right verifier is too late.
+        again = sim.exchange(world.host, key, secret, code, code_verifier=verifier)
+        assert again.status_code == 400 and again.get_json() == EXPIRED_CODE
 
 
 def test_pkce_right_verifier_with_or_without_method(sim: Sim, world: World) -> None:
