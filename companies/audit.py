@@ -8,6 +8,7 @@ rolls back with the change it describes.
 from __future__ import annotations
 
 import csv
+import ipaddress
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -47,11 +48,29 @@ class Actor:
 
 
 def client_ip(request: HttpRequest) -> str | None:
+    """The client's address, for the audit trail and the sign-in throttle.
+
+    Behind a proxy (``VBSF_BEHIND_PROXY``) each proxy appends the address it
+    saw to X-Forwarded-For, so only the last ``TRUSTED_PROXY_HOPS`` values
+    were written by proxies we run; the one that many from the right is the
+    client's. Anything further left is the client's own text. A value that
+    is not an IP address (or a header too short) falls back to REMOTE_ADDR;
+    IPv4-mapped IPv6 is given as IPv4, so one client has one address."""
+    candidates = []
     if settings.TRUST_X_FORWARDED_FOR:
-        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-        if forwarded:
-            return forwarded.split(",")[0].strip() or None
-    return request.META.get("REMOTE_ADDR") or None
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")
+        if len(forwarded) >= settings.TRUSTED_PROXY_HOPS:
+            candidates.append(forwarded[-settings.TRUSTED_PROXY_HOPS].strip())
+    candidates.append(str(request.META.get("REMOTE_ADDR", "")).strip())
+    for candidate in candidates:
+        try:
+            address = ipaddress.ip_address(candidate)
+        except ValueError:
+            continue
+        if getattr(address, "scope_id", None):  # fe80::1%eth0: no inet value
+            continue
+        return str(getattr(address, "ipv4_mapped", None) or address)
+    return None
 
 
 def audit_record(

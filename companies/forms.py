@@ -2,79 +2,63 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import date
 from typing import Any
 
 from django import forms
-from django.conf import settings
 from django.contrib.auth.forms import AuthenticationForm
-from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db.models import QuerySet
-from django.http import HttpRequest
 
 from vbsf.forms import IdChoiceField, IdMultipleChoiceField
 
+from . import signin_throttle
 from .audit import client_ip
 from .models import Company
 from .selectors import audit_category_choices
 from .services import signin_failed, signin_locked_out, signin_succeeded
 
 
-def _throttle_keys(request: HttpRequest | None, username: str) -> list[str]:
-    name = hashlib.sha256(username.strip().lower().encode()).hexdigest()[:16]
-    keys = [f"login-fail:user:{name}"]
-    if request is not None and (ip := request.META.get("REMOTE_ADDR")):
-        keys.append(f"login-fail:ip:{ip}")
-    return keys
-
-
 class ThrottledAuthenticationForm(AuthenticationForm):
-    """Sign-in that locks out a username or address after repeated failures."""
+    """The one password sign-in of the console and the admin site alike,
+    throttled per username at an address, per username and per address
+    (``signin_throttle``)."""
 
     error_messages = AuthenticationForm.error_messages | {
-        "throttled": (
-            "Too many failed sign-in attempts. Wait %(minutes)d minutes and try again."
-        ),
+        "throttled": "Too many failed sign-in attempts. Wait %(wait)s and try again.",
     }
 
     def clean(self) -> dict[str, object]:
-        # Every outcome is audited: success, failure (the username typed,
+        username = self.cleaned_data.get("username")
+        if username is None or not self.cleaned_data.get("password"):
+            # A field was refused (no username or password): nothing is
+            # tried, so there is nothing to throttle or audit.
+            return super().clean()
+        # Every attempt is audited: success, failure (the username typed,
         # never the password) and refusal while locked out.
-        username = self.cleaned_data.get("username") or ""
         address = client_ip(self.request) if self.request is not None else None
-        keys = _throttle_keys(self.request, username)
-        limit = settings.LOGIN_MAX_FAILURES
-        locked = [k for k in keys if (cache.get(k) or 0) >= limit]
-        if locked:
+        refusal = signin_throttle.lockout(username, address)
+        if refusal is not None:
             signin_locked_out(
                 username=username,
                 ip_address=address,
-                locked=["username" if ":user:" in k else "address" for k in locked],
+                locked=refusal.locked,
+                rules=refusal.rule_names,
             )
             raise ValidationError(
                 self.error_messages["throttled"],
                 code="throttled",
-                params={"minutes": max(1, settings.LOGIN_LOCKOUT_SECONDS // 60)},
+                params={"wait": refusal.wait},
             )
         try:
             cleaned = super().clean()
         except ValidationError:
-            for key in keys:
-                cache.add(key, 0, settings.LOGIN_LOCKOUT_SECONDS)
-                try:
-                    cache.incr(key)
-                except ValueError:
-                    cache.set(key, 1, settings.LOGIN_LOCKOUT_SECONDS)
+            signin_throttle.record_failure(username, address)
             signin_failed(username=username, ip_address=address)
             raise
-        cache.delete_many(keys)
-        # No user when a field was refused (no username or password): then
-        # nothing was tried, so there is nothing to audit.
-        if self.user_cache is not None:
-            signin_succeeded(user=self.user_cache, ip_address=address)
+        signin_throttle.record_success(username, address)
+        signin_succeeded(user=self.user_cache, ip_address=address)
         return cleaned
 
 

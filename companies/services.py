@@ -168,15 +168,24 @@ def signin_failed(*, username: str, ip_address: str | None) -> AuditEvent:
 
 @transaction.atomic
 def signin_locked_out(
-    *, username: str, ip_address: str | None, locked: list[str]
+    *,
+    username: str,
+    ip_address: str | None,
+    locked: list[str],
+    rules: list[str] | None = None,
 ) -> AuditEvent:
-    """The sign-in form refused to try: too many recent failures for this
-    username or address (``locked`` says which)."""
+    """The sign-in form refused to try: too many recent failures. ``locked``
+    says on what ("username", "address" or both: the username at that
+    address), ``rules`` which throttle rules refused (username_at_address,
+    username, address)."""
     name = _printable(username, 150)
+    after: dict[str, Any] = {"method": "password", "username": name, "locked": locked}
+    if rules:
+        after["rules"] = rules
     return audit_record(
         actor=SignInAttemptActor(ip_address=_address(ip_address), typed_username=name),
         action=LOCKOUT_ACTION,
         outcome=AuditEvent.Outcome.FAILURE,
         summary=f"Sign-in refused, locked out: {name or '(no username)'}",
-        after={"method": "password", "username": name, "locked": locked},
+        after=after,
     )

@@ -194,10 +194,26 @@ if TESTING:
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
-# Password guessing: this many failures per username or address lock sign-in
-# for LOGIN_LOCKOUT_SECONDS.
+# Password guessing (companies/signin_throttle.py), failures counted over the
+# last LOGIN_LOCKOUT_SECONDS: this many for one username at one address lock
+# that pair; more for one username from anywhere lock the username; many more
+# from one address for any usernames lock the address. Each higher limit must
+# exceed the pair's, or one address could lock out an account used elsewhere
+# (or one account the other accounts at its address).
 LOGIN_MAX_FAILURES = envint("LOGIN_MAX_FAILURES", 5)
+LOGIN_MAX_FAILURES_PER_USERNAME = envint("LOGIN_MAX_FAILURES_PER_USERNAME", 20)
+LOGIN_MAX_FAILURES_PER_ADDRESS = envint("LOGIN_MAX_FAILURES_PER_ADDRESS", 100)
 LOGIN_LOCKOUT_SECONDS = envint("LOGIN_LOCKOUT_SECONDS", 900)
+if not (
+    0 < LOGIN_MAX_FAILURES < LOGIN_MAX_FAILURES_PER_USERNAME
+    and LOGIN_MAX_FAILURES < LOGIN_MAX_FAILURES_PER_ADDRESS
+):
+    raise ImproperlyConfigured(
+        "VBSF_LOGIN_MAX_FAILURES must be at least 1 and below both "
+        "VBSF_LOGIN_MAX_FAILURES_PER_USERNAME and VBSF_LOGIN_MAX_FAILURES_PER_ADDRESS"
+    )
+if LOGIN_LOCKOUT_SECONDS < 1:
+    raise ImproperlyConfigured("VBSF_LOGIN_LOCKOUT_SECONDS must be at least 1")
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -247,8 +263,17 @@ SESSION_COOKIE_AGE = envint("SESSION_AGE_SECONDS", 8 * 3600)
 CSRF_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 
-# Addresses the audit log records. Only trust X-Forwarded-For behind a proxy.
+# The client's address, for the audit trail and the sign-in throttle alike
+# (companies.audit.client_ip). Only trust X-Forwarded-For behind a proxy, and
+# there only the value written by the last TRUSTED_PROXY_HOPS proxies,
+# counted from the right: what lies further left the client wrote itself.
 TRUST_X_FORWARDED_FOR = envbool("BEHIND_PROXY", False)
+TRUSTED_PROXY_HOPS = envint("TRUSTED_PROXY_HOPS", 1)
+if TRUSTED_PROXY_HOPS < 1:
+    raise ImproperlyConfigured(
+        "VBSF_TRUSTED_PROXY_HOPS is the number of proxies in front of the "
+        "console, at least 1"
+    )
 
 # Salesforce. The simulator URL is empty in production; when set, the
 # Salesforce client (and nothing else) maps every Salesforce URL onto it.

@@ -35,6 +35,9 @@ State = SignInAttempt.State
 
 
 class LoginView(auth_views.LoginView):
+    """The one password sign-in: the admin site's login redirects here, so
+    its Administrators go through the same throttle and audit trail."""
+
     template_name = "registration/login.html"
     authentication_form = ThrottledAuthenticationForm
     redirect_authenticated_user = True
