@@ -91,3 +91,15 @@ def pytest_sessionfinish(session, exitstatus):
 
 # Live processes (simulator, Celery worker) for integration and browser tests.
 from tests.live import sim, sim_url, stack, worker  # noqa: E402, F401
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    """Each test starts with an empty cache: on Redis (CI) sign-in throttle
+    counters and rate limits would otherwise leak from one test to the next
+    (the database cache is rolled back with each test's transaction)."""
+    from django.conf import settings
+    from django.core.cache import cache
+
+    if "DatabaseCache" not in settings.CACHES["default"]["BACKEND"]:
+        cache.clear()
