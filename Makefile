@@ -46,6 +46,7 @@ demo: $(VENV)/.installed $(DEMO_ENV)
 	exec $(BIN)/python manage.py run_demo --port $(DEMO_PORT) --simulator-port $(DEMO_SIM_PORT)
 
 test: $(VENV)/.installed
+	@mkdir -p var  # the SQLite test database and the embedded broker live here
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest $(ARGS)
