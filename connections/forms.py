@@ -60,13 +60,7 @@ class CredentialsForm(forms.Form):
 class SecretRetryForm(forms.Form):
     """Salesforce rejected the secret: the key is kept, the secret asked again."""
 
-    consumer_secret = forms.CharField(
-        label="Consumer secret",
-        max_length=255,
-        strip=True,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
-        help_text="Copy it again from the app's OAuth settings. Never shown again.",
-    )
+    consumer_secret = CredentialsForm.base_fields["consumer_secret"]
 
 
 class NewOrgCredentialsForm(CredentialsForm):

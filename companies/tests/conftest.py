@@ -1,14 +1,5 @@
 from __future__ import annotations
 
-import pytest
-
-
-@pytest.fixture(autouse=True)
-def fresh_cache():
-    """Each test starts with an empty cache: on Redis (CI) sign-in throttle
-    counters would otherwise leak from one test to the next."""
-    from django.conf import settings
-    from django.core.cache import cache
-
-    if "DatabaseCache" not in settings.CACHES["default"]["BACKEND"]:
-        cache.clear()
+# The same empty-cache start as the cross-app tests (Redis in CI keeps
+# throttle counters between tests otherwise).
+from tests.conftest import fresh_cache  # noqa: F401

@@ -81,3 +81,14 @@ def sign_in(page, server, username: str, password: str = "demo") -> None:
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in", exact=True).click()
     page.wait_for_url(f"{base}/")
+
+
+@pytest.fixture
+def admin_user(transactional_db):
+    """The Administrator "admin" (password "demo") of the browser journeys."""
+    from companies.models import RoleGrant
+    from tests.factories import UserFactory
+
+    user = UserFactory(username="admin", password="demo", is_staff=True)
+    RoleGrant.objects.create(user=user, role="administrator", company=None)
+    return user

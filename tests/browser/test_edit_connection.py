@@ -8,22 +8,15 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from companies.models import AuditEvent, RoleGrant
+from companies.models import AuditEvent
 from orgs.models import SalesforceOrg
-from tests.factories import CompanyFactory, UserFactory
+from tests.factories import CompanyFactory
 from tests.integration.test_edit_connection_flow import _connected_org
 from tests.live import wait_for
 
 from .conftest import sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
-
-
-@pytest.fixture
-def admin_user(transactional_db):
-    user = UserFactory(username="admin", password="demo", is_staff=True)
-    RoleGrant.objects.create(user=user, role="administrator", company=None)
-    return user
 
 
 def _salesforce_login(page, username: str) -> None:

@@ -19,13 +19,6 @@ from .conftest import sign_in
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 
-@pytest.fixture
-def admin_user(transactional_db):
-    user = UserFactory(username="admin", password="demo", is_staff=True)
-    RoleGrant.objects.create(user=user, role="administrator", company=None)
-    return user
-
-
 def open_wizard(page, stack, org) -> None:
     page.goto(f"{stack.url}/orgs/{org.pk}/")
     page.get_by_role("link", name="Edit Connection").click()

@@ -61,11 +61,8 @@ def test_reauthorization_shows_the_new_user_without_a_reload(page, stack, operat
     ).to_be_visible(timeout=30_000)
 
 
-def test_activation_shows_a_progress_line_against_the_window(
-    page, stack, transactional_db
-):
-    admin = UserFactory(username="admin", password="demo", is_staff=True)
-    RoleGrant.objects.create(user=admin, role="administrator", company=None)
+def test_activation_shows_a_progress_line_against_the_window(page, stack, admin_user):
+    admin = admin_user
     org, created, _ = _connected_org(stack, name="liveprogress")
     app = stack.sim.create_app(
         created["org_id"],
