@@ -439,3 +439,159 @@ class WizardState(models.Model):
 
     def __str__(self) -> str:
         return f"Wizard of {self.org or self.user} at {self.data.get('step')}"
+
+
+class Campaign(models.Model):
+    """A re-authorization campaign (SPEC §9): a named set of orgs to
+    re-authorize by a deadline, one :class:`CampaignOrg` row per org.
+
+    Closed when every row is connected, skipped or expired.
+    """
+
+    name = models.CharField(max_length=120)
+    deadline = models.DateTimeField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    # The companies of its orgs, for scoping who may see the campaign
+    # without reading every row.
+    companies = models.ManyToManyField("companies.Company", related_name="+")
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_closed(self) -> bool:
+        return self.closed_at is not None
+
+
+class CampaignOrg(models.Model):
+    """One org of a campaign, with its delegated re-authorization link.
+
+    The link itself is never stored: it is signed (Django's signing, a
+    purpose salt) over the row and ``link_nonce``. Clearing or changing the
+    nonce revokes every link issued before, which is what makes a link
+    single-use.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        LINK_SENT = "link_sent", "Link sent"
+        OPENED = "opened", "Opened"
+        CONNECTED = "connected", "Connected"
+        FAILED = "failed", "Failed"
+        EXPIRED = "expired", "Expired"
+        SKIPPED = "skipped", "Skipped"
+
+    FINISHED_STATES = (State.CONNECTED, State.EXPIRED, State.SKIPPED)
+
+    campaign = models.ForeignKey(
+        Campaign, on_delete=models.CASCADE, related_name="rows"
+    )
+    org = models.ForeignKey(
+        "orgs.SalesforceOrg", on_delete=models.CASCADE, related_name="campaign_rows"
+    )
+    # The org's company when the row was made: scoping and counts without
+    # a join through the org.
+    company = models.ForeignKey(
+        "companies.Company", on_delete=models.CASCADE, related_name="+"
+    )
+    state = models.CharField(
+        max_length=12, choices=State.choices, default=State.PENDING
+    )
+    # Where "Send link" mails the link; typed once per org and offered
+    # again in later campaigns.
+    email = models.EmailField(blank=True)
+    link_nonce = models.CharField(max_length=32, blank=True, editable=False)
+    link_created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    link_sent_at = models.DateTimeField(null=True, blank=True)
+    link_opened_at = models.DateTimeField(null=True, blank=True)
+    link_used_at = models.DateTimeField(null=True, blank=True)
+    reminded_at = models.DateTimeField(null=True, blank=True)
+    # A hash of the browser that started the login through the link: the
+    # link works in one browser only.
+    browser_binding = models.CharField(max_length=64, blank=True, editable=False)
+    change = models.ForeignKey(
+        ConnectionChange,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="campaign_rows",
+    )
+    connected_as_username = models.CharField(max_length=255, blank=True)
+    last_event = models.CharField(max_length=300, blank=True)
+    last_event_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["campaign", "pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["campaign", "org"], name="one_row_per_org_and_campaign"
+            )
+        ]
+        indexes = [models.Index(fields=["campaign", "state"])]
+
+    def __str__(self) -> str:
+        return f"{self.campaign} / {self.org_id} ({self.state})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in self.FINISHED_STATES
+
+
+class BulkAction(models.Model):
+    """One bulk action on a selection of orgs (SPEC §9): a fan-out of
+    tasks with bounded concurrency and a progress line."""
+
+    class Kind(models.TextChoices):
+        CHECK_NOW = "check_now", "Check now"
+        VERIFY_PERMISSIONS = "verify_permissions", "Verify permissions"
+        CAMPAIGN = "campaign", "Start re-authorization campaign"
+
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # The list filter the selection came from ("Select all N matching"),
+    # as the query string; empty for rows ticked one by one.
+    filter_query = models.CharField(max_length=500, blank=True)
+    org_ids = models.JSONField(default=list, editable=False)
+    total = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(
+        default=0, help_text="Selected orgs the user may not act on."
+    )
+    done = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    campaign = models.ForeignKey(
+        Campaign, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} on {self.total} orgs"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.finished_at is not None
