@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+import dj_email_url
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -359,6 +360,40 @@ EMAIL_BACKEND = envstr(
 )
 DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "console@vbsf.invalid")
 EMAIL_FILE_PATH = envstr("EMAIL_FILE_PATH", str(BASE_DIR / "var" / "mail"))
+EMAIL_TIMEOUT = envint("EMAIL_TIMEOUT", 10)
+# One URL for the mail server (smtp://user:password@host:587/?tls=True,
+# submission://..., console:, filemail:/path); what it sets wins over the
+# single VBSF_EMAIL_* variables above, which keep working without it.
+if EMAIL_URL := envstr("EMAIL_URL"):
+    _email = dj_email_url.parse(EMAIL_URL)
+    EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+    EMAIL_HOST = _email["EMAIL_HOST"] or "localhost"
+    EMAIL_PORT = _email["EMAIL_PORT"] or 25
+    EMAIL_HOST_USER = _email["EMAIL_HOST_USER"] or ""
+    EMAIL_HOST_PASSWORD = _email["EMAIL_HOST_PASSWORD"] or ""
+    EMAIL_USE_TLS = _email["EMAIL_USE_TLS"]
+    EMAIL_USE_SSL = _email["EMAIL_USE_SSL"]
+    EMAIL_TIMEOUT = _email["EMAIL_TIMEOUT"] or EMAIL_TIMEOUT
+    EMAIL_FILE_PATH = _email["EMAIL_FILE_PATH"] or EMAIL_FILE_PATH
+    DEFAULT_FROM_EMAIL = _email.get("DEFAULT_FROM_EMAIL", DEFAULT_FROM_EMAIL)
+
+# Invitations (/users/): the set-password link is valid this long, and one
+# address may open this many unknown or spent links per LOGIN_LOCKOUT_SECONDS.
+INVITATION_HOURS = envint("INVITATION_HOURS", 72)
+INVITE_MAX_FAILURES_PER_ADDRESS = envint("INVITE_MAX_FAILURES_PER_ADDRESS", 20)
+
+# Webhooks (/settings/notifications/) go out through vbsf/http.py: https
+# only, no redirects, these timeouts, and never to a non-public address but
+# for the hosts listed here (local receivers in tests). A CA bundle replaces
+# the system's trust store for them (a test receiver's own certificate).
+WEBHOOK_ALLOWED_HOSTS = envlist("WEBHOOK_ALLOWED_HOSTS")
+WEBHOOK_CA_BUNDLE = envstr("WEBHOOK_CA_BUNDLE")
+WEBHOOK_CONNECT_TIMEOUT = envfloat("WEBHOOK_CONNECT_TIMEOUT", 5.0)
+WEBHOOK_READ_TIMEOUT = envfloat("WEBHOOK_READ_TIMEOUT", 10.0)
+# Each notification is tried this many times in all, waiting about
+# NOTIFICATION_RETRY_BACKOFF * 2**n seconds (with jitter) in between.
+NOTIFICATION_MAX_ATTEMPTS = envint("NOTIFICATION_MAX_ATTEMPTS", 5)
+NOTIFICATION_RETRY_BACKOFF = envfloat("NOTIFICATION_RETRY_BACKOFF", 30.0)
 
 
 class ClientErrorsWithoutTraceback(logging.Filter):

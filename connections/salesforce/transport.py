@@ -1,12 +1,14 @@
 """HTTP to Salesforce: the guarded session, retries, response mapping.
 
-Only this package imports ``requests``, ``requests_oauthlib`` or ``urllib3``.
+Only this package and ``vbsf/http.py`` (webhooks, and the private-address
+guard both use) import ``requests``, ``requests_oauthlib`` or ``urllib3``.
 Rules:
 
 * **Allow-listed URLs only.** Login, instance and identity URLs, including
   those Salesforce returns, pass :mod:`connections.salesforce.urls` before
   any request (R34, R37). On real networks the connection factory also
-  refuses hosts that resolve to non-public addresses (R35).
+  refuses hosts that resolve to non-public addresses (R35): the guard of
+  :mod:`vbsf.http`, mounted on this package's session.
 * **Simulator mapping after validation.** With ``SALESFORCE_SIMULATOR_URL``
   set, :func:`wire_url` maps ``https://<host>/<path>`` to
   ``<simulator>/h/<host>/<path>`` for server calls and browser redirects.
@@ -31,7 +33,6 @@ from __future__ import annotations
 import logging
 import random
 import re
-import socket
 import threading
 import time
 from typing import Any, Literal
@@ -40,14 +41,9 @@ from urllib.parse import urlsplit
 import requests
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
-from requests.adapters import HTTPAdapter
-from urllib3 import HTTPSConnectionPool
-from urllib3.connection import HTTPSConnection
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    NameResolutionError,
-    NewConnectionError,
-)
+from urllib3.exceptions import NameResolutionError, NewConnectionError
+
+from vbsf.http import GuardedAdapter, blocked
 
 from .errors import (
     HostUnreachable,
@@ -64,7 +60,6 @@ from .errors import (
 from .urls import (
     InvalidSalesforceUrl,
     is_allowed_salesforce_url,
-    is_public_address,
     normalize_org_url,
     validate_server_url,
 )
@@ -102,49 +97,6 @@ def wire_url(url: str) -> str:
     return f"{simulator}/h/{parts.hostname}{parts.path or '/'}{query}"
 
 
-class _BlockedAddress(NewConnectionError):
-    pass
-
-
-class _GuardedHTTPSConnection(HTTPSConnection):
-    """Connects only to public addresses, checked after DNS (R35).
-
-    The check runs on the very addresses used, which defeats DNS rebinding;
-    TLS still verifies the certificate against the host name.
-    """
-
-    def _new_conn(self) -> socket.socket:
-        name = self._dns_host
-        try:
-            infos = socket.getaddrinfo(name, self.port, type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise NameResolutionError(self.host, self, exc) from exc
-        addresses = [str(info[4][0]) for info in infos]
-        if not addresses or not all(map(is_public_address, addresses)):
-            raise _BlockedAddress(self, "host resolves to a non-public address")
-        # Like urllib3 itself, try each address in turn; never re-resolve.
-        for address in addresses:
-            self._dns_host = address
-            try:
-                return super()._new_conn()
-            except ConnectTimeoutError as exc:  # NewConnectionError included
-                error = exc
-            finally:
-                self._dns_host = name
-        raise error
-
-
-class _GuardedHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _GuardedHTTPSConnection
-
-
-class _GuardedAdapter(HTTPAdapter):
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        pools = self.poolmanager.pool_classes_by_scheme
-        self.poolmanager.pool_classes_by_scheme = {**pools, "https": _GuardedHTTPSPool}
-
-
 class _SalesforceSession(requests.Session):
     """A session that never follows redirects and always has timeouts."""
 
@@ -170,7 +122,7 @@ def new_session() -> requests.Session:
     session.trust_env = False
     session.headers["User-Agent"] = USER_AGENT
     if not _simulator():
-        session.mount("https://", _GuardedAdapter())
+        session.mount("https://", GuardedAdapter())
     return session
 
 
@@ -219,10 +171,10 @@ def _transport_error(
             f"Salesforce at {host} did not answer in time.", code="timeout"
         )
         return error, isinstance(exc, requests.ConnectTimeout)
+    if blocked(exc):
+        raise UnsafeUrl(f"{host} resolves to a non-public address.") from None
     # requests wraps urllib3's error in a MaxRetryError whose .reason is it.
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    if isinstance(reason, _BlockedAddress):
-        raise UnsafeUrl(f"{host} resolves to a non-public address.") from None
     if isinstance(reason, NewConnectionError):
         code = "dns" if isinstance(reason, NameResolutionError) else "refused"
         message = f"Salesforce could not be reached at {host}. Check the org URL."

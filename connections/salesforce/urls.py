@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 
+from vbsf.http import is_public_address  # the one address check (R35)
+
 __all__ = [
     "InvalidSalesforceId",
     "InvalidSalesforceUrl",
@@ -263,49 +265,6 @@ def org_type_hint(host: str) -> str | None:
 def login_host_for(org_type: str | None) -> str:
     """Return the generic login URL for an org type (sandboxes use test)."""
     return TEST_URL if org_type in ("sandbox", "scratch") else LOGIN_URL
-
-
-# IPv6 forms that carry an IPv4 address to a translator or tunnel. Salesforce
-# publishes plain A and AAAA records, so the console never needs to follow
-# one, and whatever they embed (127.0.0.1, 10/8, 169.254.169.254 ...) would
-# get past a check of the IPv6 address alone. Python's ``is_global`` calls
-# most of them global, and what it says differs between Python versions.
-_TRANSITION_NETWORKS = tuple(
-    ipaddress.IPv6Network(net)
-    for net in (
-        "64:ff9b::/96",  # NAT64, well-known prefix (RFC 6052)
-        "64:ff9b:1::/48",  # NAT64, local-use prefix (RFC 8215)
-        "2002::/16",  # 6to4 (RFC 3056)
-        "2001::/32",  # Teredo (RFC 4380)
-        "::/96",  # IPv4-compatible, deprecated (RFC 4291 §2.5.5.1)
-        "::ffff:0:0:0/96",  # IPv4-translated, SIIT (RFC 2765)
-    )
-)
-
-
-def _is_transition_form(ip: ipaddress.IPv6Address) -> bool:
-    return any(ip in net for net in _TRANSITION_NETWORKS)
-
-
-def is_public_address(address: str) -> bool:
-    """Return whether an IP address is globally routable (R35).
-
-    Loopback, private, link-local (cloud metadata), shared (100.64/10),
-    unique-local and multicast addresses are not; IPv4-mapped IPv6 addresses
-    are judged by the IPv4 address they carry. IPv6 transition forms (NAT64,
-    6to4, Teredo, IPv4-compatible, IPv4-translated) are never public, whatever
-    IPv4 address they embed.
-    """
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        elif _is_transition_form(ip):
-            return False
-    return ip.is_global and not ip.is_multicast
 
 
 def _checksum(id15: str) -> str:

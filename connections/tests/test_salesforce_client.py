@@ -33,6 +33,7 @@ from connections.salesforce import (
     transport,
     urls,
 )
+from vbsf import http as outbound
 
 LOGIN = "https://login.salesforce.com"
 INSTANCE = "https://acme.my.salesforce.com"
@@ -1007,7 +1008,7 @@ def test_public_addresses_are_connected_to_directly() -> None:
 def test_tls_still_verifies_the_host_name() -> None:
     """The socket goes to the checked IP; TLS (SNI and certificate) keeps
     using the host name."""
-    conn = transport._GuardedHTTPSConnection("acme.my.salesforce.com", 443)
+    conn = outbound.GuardedHTTPSConnection("acme.my.salesforce.com", 443)
     with (
         mock.patch("socket.getaddrinfo", side_effect=_addrinfo("8.8.4.4")),
         mock.patch("urllib3.util.connection.create_connection") as connect,
@@ -1020,10 +1021,10 @@ def test_tls_still_verifies_the_host_name() -> None:
 def test_the_address_check_is_off_for_the_simulator(sf_settings: Any) -> None:
     sf_settings.SALESFORCE_SIMULATOR_URL = "http://127.0.0.1:8999"
     session = sf.new_session()
-    assert not isinstance(session.get_adapter("https://x"), transport._GuardedAdapter)
+    assert not isinstance(session.get_adapter("https://x"), outbound.GuardedAdapter)
     sf_settings.SALESFORCE_SIMULATOR_URL = ""
     assert isinstance(
-        sf.new_session().get_adapter("https://x"), transport._GuardedAdapter
+        sf.new_session().get_adapter("https://x"), outbound.GuardedAdapter
     )
     assert sf.new_session().trust_env is False
 
