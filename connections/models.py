@@ -536,6 +536,10 @@ class CampaignOrg(models.Model):
     last_event = models.CharField(max_length=300, blank=True)
     last_event_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # The demo's mail backends (console, file, memory) deliver nothing: the
+    # last mail sent for the row is kept here, encrypted (its link is a
+    # secret), so the campaign page can show it. Empty with SMTP.
+    demo_mail_encrypted = models.TextField(blank=True, editable=False)
 
     class Meta:
         ordering = ["campaign", "pk"]

@@ -139,6 +139,7 @@ def campaign_rows_insert(
         "email": Coalesce(Subquery(remembered), Value(""), output_field=CharField()),
         "link_nonce": Value("", output_field=CharField()),
         "browser_binding": Value("", output_field=CharField()),
+        "demo_mail_encrypted": Value("", output_field=CharField()),
         "connected_as_username": Value("", output_field=CharField()),
         "last_event": Value("Added to the campaign", output_field=CharField()),
         "last_event_at": Value(now, output_field=DateTimeField()),
