@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
+import time
+from typing import Any
 
 from celery import Celery
+from celery.beat import PersistentScheduler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "vbsf.settings")
+
+logger = logging.getLogger("vbsf.beat")
 
 app = Celery("vbsf")
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -25,3 +32,53 @@ def _make_broker_folders(sender: Celery, **kwargs: object) -> None:
     ):
         if folder := options.get(key):
             os.makedirs(folder, exist_ok=True)
+
+
+class FileLockScheduler(PersistentScheduler):
+    """Celery's file-backed scheduler, for one beat per machine at most.
+
+    The embedded mode (filesystem broker, database cache) runs on one
+    machine, so an exclusive ``flock`` beside the schedule file is the lock:
+    the kernel drops it when its holder dies, even by SIGKILL. A second beat
+    waits here, before it opens the schedule (two beats opening one shelve
+    file could corrupt it), and takes over when the first is gone. On Redis,
+    settings choose celery-redbeat and its lock instead (see settings).
+    Own code because celery ships no locking scheduler and redbeat needs
+    Redis.
+    """
+
+    lock_poll_seconds = 1.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._lock_file: Any = None
+        super().__init__(*args, **kwargs)
+
+    def setup_schedule(self) -> None:
+        self._acquire_lock()
+        super().setup_schedule()
+
+    def _acquire_lock(self) -> None:
+        path = f"{self.schedule_filename}.lock"
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        handle = open(path, "a+")  # noqa: SIM115 (held for the process's life)
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not waiting:
+                    logger.warning(
+                        "beat: another beat holds %s; waiting to take over", path
+                    )
+                    waiting = True
+                time.sleep(self.lock_poll_seconds)
+                continue
+            break
+        logger.info("beat: acquired the beat lock %s", path)
+        self._lock_file = handle
+
+    def close(self) -> None:
+        super().close()
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the flock
+            self._lock_file = None

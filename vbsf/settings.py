@@ -289,6 +289,13 @@ ACTIVATION_WINDOW_SECONDS = envint("ACTIVATION_WINDOW_SECONDS", 600)
 ACTIVATION_MARGIN_SECONDS = envint("ACTIVATION_MARGIN_SECONDS", 300)
 HEALTH_CHECK_INTERVAL_SECONDS = envint("HEALTH_CHECK_INTERVAL_SECONDS", 3600)
 HEALTH_RETRY_BACKOFF_SECONDS = envfloat("HEALTH_RETRY_BACKOFF_SECONDS", 5.0)
+# A bulk action (SPEC §9) runs its orgs in at most this many tasks at once.
+BULK_CONCURRENCY = envint("BULK_CONCURRENCY", 8)
+# How long an org's access token is reused (encrypted, in the cache) before a
+# refresh. Salesforce sessions end after inactivity (2 hours by default, 15
+# minutes at the shortest an org can set), so the default never keeps a token
+# past any org's session; a rejected one is refreshed once anyway.
+ACCESS_TOKEN_CACHE_SECONDS = envint("ACCESS_TOKEN_CACHE_SECONDS", 900)
 
 # Celery. The embedded default is kombu's filesystem transport, which needs
 # no server; production sets VBSF_BROKER_URL=redis://...
@@ -329,9 +336,35 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 SALESFORCE_BROWSER_HOSTS = ["https://*.salesforce.com"]
 
 CELERY_BEAT_SCHEDULE_FILENAME = str(CELERY_DATA_DIR / "beat-schedule")
+# One beat only: two beats started by mistake must not schedule twice. On
+# Redis, celery-redbeat keeps the schedule in Redis under a lock that one beat
+# holds and extends on every tick; another beat waits (polling every
+# BEAT_MAX_INTERVAL seconds) and takes over when the holder is gone for
+# BEAT_LOCK_TIMEOUT seconds. Its client rides out a Redis restart for
+# retry_period seconds. The embedded broker has no server to lock in: there
+# vbsf.celery.FileLockScheduler holds a file lock on the one machine.
+CELERY_BEAT_MAX_LOOP_INTERVAL = envint("BEAT_MAX_INTERVAL", 10)
+if CELERY_BROKER_URL.startswith("redis"):
+    CELERY_BEAT_SCHEDULER = "redbeat.RedBeatScheduler"
+    CELERY_REDBEAT_REDIS_URL = CELERY_BROKER_URL
+    CELERY_REDBEAT_KEY_PREFIX = "vbsf-beat:"
+    CELERY_REDBEAT_LOCK_TIMEOUT = envint("BEAT_LOCK_TIMEOUT", 60)
+    CELERY_REDBEAT_REDIS_OPTIONS = {"retry_period": 60}
+else:
+    CELERY_BEAT_SCHEDULER = "vbsf.celery:FileLockScheduler"
 CELERY_BEAT_SCHEDULE = {
     "prune-signin-attempts": {
         "task": "connections.tasks.prune_signin_attempts",
+        "schedule": 3600,
+    },
+    # Campaigns: links expire at the deadline (checked each minute);
+    # reminders go out at most once a day per row (checked hourly).
+    "expire-campaigns": {
+        "task": "connections.tasks.expire_campaigns",
+        "schedule": 60,
+    },
+    "remind-campaigns": {
+        "task": "connections.tasks.remind_campaigns",
         "schedule": 3600,
     },
     # Safety net for probe chains lost to a worker or broker restart.
