@@ -17,6 +17,7 @@ ENCRYPTED_FIELDS: list[tuple[str, str]] = [
     ("connections.ConnectionChange", "old_refresh_token_encrypted"),
     ("connections.SignInAttempt", "code_verifier_encrypted"),
     ("connections.SignInAttempt", "code_encrypted"),
+    ("orgs.RefreshTokenRecord", "revoke_token_encrypted"),
 ]
 
 

@@ -68,6 +68,20 @@ def revoke_old_token(*, change_id: int) -> None:
 @shared_task(ignore_result=True)
 def resume_connection_changes() -> None:
     changes.connection_changes_resume()
+@shared_task(
+    ignore_result=True,
+    acks_late=True,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=5,
+    retry_backoff_max=300,
+    retry_jitter=True,
+    max_retries=5,
+)
+def revoke_refresh_token(*, record_id: int) -> None:
+    # A token the token ledger holds for its revoke (SPEC §9).
+    revocation.token_record_revoke(record_id=record_id)
+
+
 
 
 @shared_task(ignore_result=True)

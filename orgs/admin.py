@@ -4,9 +4,9 @@ from django import forms
 from django.contrib import admin
 
 from companies.admin import AuditedModelAdmin
-from vbsf.admin import SecretField
+from vbsf.admin import ReadOnlyConsoleAdmin, SecretField
 
-from .models import BackupPolicy, SalesforceOrg
+from .models import BackupPolicy, RefreshTokenRecord, SalesforceOrg
 from .tokens import org_refresh_token_store
 
 
@@ -73,3 +73,43 @@ class BackupPolicyAdmin(AuditedModelAdmin):
     list_display = ["name", "org", "schedule", "enabled"]
     list_select_related = ["org"]
     audit_name = "policy"
+
+
+@admin.register(RefreshTokenRecord)
+class RefreshTokenRecordAdmin(ReadOnlyConsoleAdmin, admin.ModelAdmin):
+    """The token ledger (SPEC §9), read-only: the console writes it; a token
+    held for its revoke is never shown."""
+
+    list_display = [
+        "obtained_at",
+        "salesforce_username",
+        "client_app",
+        "fingerprint",
+        "purpose",
+        "org",
+        "revoked_at",
+        "revoke_reason",
+        "revoke_attempts",
+    ]
+    list_filter = ["purpose", "revoke_reason"]
+    list_select_related = ["org", "client_app"]
+    search_fields = ["salesforce_username", "salesforce_user_id", "fingerprint"]
+    fields = [
+        "org",
+        "client_app",
+        "salesforce_org_id",
+        "salesforce_user_id",
+        "salesforce_username",
+        "fingerprint",
+        "purpose",
+        "login_url",
+        "obtained_at",
+        "approved_at",
+        "revoke_reason",
+        "revoke_requested_at",
+        "revoke_attempts",
+        "last_error",
+        "revoked_at",
+        "lost_connection_of",
+    ]
+    readonly_fields = fields

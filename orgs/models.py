@@ -285,3 +285,123 @@ class UrlVerification(models.Model):
 
     def __str__(self) -> str:
         return f"{self.org} → {self.new_url} ({self.get_state_display()})"
+
+
+class RefreshTokenRecord(models.Model):
+    """One refresh token the console obtained from Salesforce (SPEC §9,
+    token budget guard): for whom, with which app, whether it is still live.
+
+    Salesforce keeps at most five refresh tokens per user and app and
+    silently revokes the oldest at the sixth approval, so the console counts
+    its own live tokens before sending anyone to Salesforce. The record also
+    queues the revokes the console owes: while one is owed and nothing else
+    holds the token (a ConnectionChange holds replaced and abandoned ones),
+    the token is kept here, encrypted, and wiped once revoked.
+    """
+
+    class Purpose(models.TextChoices):
+        EDIT_CONNECTION = "edit_connection", "Edit Connection"
+        ADD_ORGANIZATION = "add_organization", "Add organization"
+        REAUTHORIZATION = "reauthorization", "Re-authorize connection"
+        DELEGATED_LINK = "delegated_link", "Delegated re-authorization link"
+        SIGNIN = "signin", "Log in with Salesforce"
+        ROTATION = "rotation", "Rotated by Salesforce on refresh"
+        EXISTING = "existing", "Held before the ledger existed"
+
+    class RevokeReason(models.TextChoices):
+        REPLACED = "replaced", "Replaced by a newer token"
+        ABANDONED = "abandoned", "Never used (abandoned)"
+        WRONG_ORG = "wrong_org", "Opened the wrong org"
+        SIGNIN = "signin", "Sign-in only: the console keeps no token"
+        ROTATED = "rotated", "Rotated by Salesforce"
+        EVICTED = "evicted_by_salesforce", "Revoked by Salesforce at a sixth approval"
+
+    org = models.ForeignKey(
+        SalesforceOrg,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="token_records",
+        help_text="The org the token was obtained for; empty for Add "
+        "organization until Finish.",
+    )
+    client_app = models.ForeignKey(
+        "connections.ExternalClientApp",
+        on_delete=models.SET_NULL,
+        null=True,
+        related_name="+",
+    )
+    salesforce_org_id = models.CharField("Salesforce org ID", max_length=18)
+    salesforce_user_id = models.CharField("Salesforce user ID", max_length=18)
+    salesforce_username = models.CharField(max_length=255, blank=True)
+    fingerprint = models.CharField(max_length=16)
+    # A keyed hash of the whole token: recording is idempotent on it (a task
+    # run twice records once), and a token is found again by it.
+    token_hash = models.CharField(max_length=64, blank=True, editable=False)
+    purpose = models.CharField(max_length=20, choices=Purpose.choices)
+    login_url = models.URLField(
+        max_length=255,
+        validators=[validate_salesforce_url],
+        help_text="Where the token is revoked.",
+    )
+    obtained_at = models.DateTimeField()
+    # Salesforce evicts by the age of the approval; a rotated token keeps
+    # the age of the approval it descends from.
+    approved_at = models.DateTimeField()
+    revoke_reason = models.CharField(
+        max_length=24, choices=RevokeReason.choices, blank=True
+    )
+    revoke_requested_at = models.DateTimeField(null=True, blank=True)
+    revoke_attempts = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=300, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoke_token_encrypted = models.TextField(blank=True, editable=False)
+    lost_connection_of = models.ForeignKey(
+        SalesforceOrg,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The org whose connection this token was when Salesforce revoked it.",
+    )
+
+    class Meta:
+        ordering = ["-obtained_at", "-id"]
+        verbose_name = "refresh token record"
+        indexes = [
+            # The guard: live tokens of one user and app.
+            models.Index(
+                fields=["salesforce_user_id", "client_app", "revoked_at"],
+                name="token_budget_idx",
+            ),
+            # Beat: revokes still owed.
+            models.Index(
+                fields=["revoked_at", "revoke_requested_at"],
+                name="token_revoke_owed_idx",
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["token_hash"],
+                condition=~models.Q(token_hash=""),
+                name="one_record_per_refresh_token",
+            )
+        ]
+
+    def __str__(self) -> str:
+        state = "revoked" if self.revoked_at else "live"
+        return f"{self.salesforce_username or self.salesforce_user_id} · {self.fingerprint} ({state})"
+
+    @property
+    def is_live(self) -> bool:
+        return self.revoked_at is None
+
+    @property
+    def revoke_owed(self) -> bool:
+        return self.revoked_at is None and self.revoke_requested_at is not None
+
+    def get_revoke_token(self) -> str:
+        """Decrypt the token held for its revoke; raises ``SecretUnavailable``."""
+        if not self.revoke_token_encrypted:
+            raise encryption.SecretUnavailable("No token is held for this revoke.")
+        return encryption.decrypt(self.revoke_token_encrypted)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,14 @@ from companies.access import (
 from companies.models import AuditEvent, Role
 
 from .health import FAILING
-from .models import NEEDS_ATTENTION, BackupPolicy, ConnectionStatus, SalesforceOrg
+from .models import (
+    NEEDS_ATTENTION,
+    BackupPolicy,
+    ConnectionStatus,
+    RefreshTokenRecord,
+    SalesforceOrg,
+)
+from .token_ledger import SALESFORCE_TOKEN_LIMIT, TOKEN_BUDGET_WARN_AT
 
 if TYPE_CHECKING:
     from companies.access import AccessProfile
@@ -180,3 +188,94 @@ def fix_hint_for(*, access: AccessProfile, org: SalesforceOrg) -> str:
     )
     who = f"an {roles} or Administrator" if roles else "an Administrator"
     return f"Ask {who} of {org.company.name} to fix it: {hint[0].lower()}{hint[1:]}"
+
+
+# --- token budget guard (SPEC §9) -------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenBudget:
+    """The console's live refresh tokens for one Salesforce user and app,
+    and which orgs would lose their connection at one more approval."""
+
+    user: str
+    live: int
+    losing: list[str] = field(default_factory=list)
+    limit: int = SALESFORCE_TOKEN_LIMIT
+
+    @property
+    def warns(self) -> bool:
+        return self.live >= TOKEN_BUDGET_WARN_AT
+
+    @property
+    def warning(self) -> str:
+        if not self.warns:
+            return ""
+        text = (
+            f"The console already holds {self.live} live tokens for {self.user} "
+            "with this app. Salesforce keeps five: approving again will revoke "
+            "the oldest"
+        )
+        if self.losing:
+            names = ", ".join(self.losing)
+            return f"{text}, and {names} would lose the connection."
+        return f"{text}."
+
+
+def token_budget_for(
+    *,
+    org: SalesforceOrg,
+    client_app_id: int | None = None,
+    reauthorizing: bool = False,
+) -> TokenBudget | None:
+    """The token budget of the org's connected-as user with ``client_app_id``
+    (default: the org's app), before anyone is sent to Salesforce: Re-authorize
+    connection, Authorize at Salesforce, campaigns and delegated links.
+
+    ``reauthorizing``: the approval replaces this org's own token, so the org
+    is not named among those that would lose theirs. None when the org has
+    no connected-as user or app. One query.
+    """
+    app_id = client_app_id or org.client_app_id
+    if not org.connected_as_user_id or app_id is None:
+        return None
+    rows = (
+        RefreshTokenRecord.objects.filter(
+            salesforce_org_id=org.org_id,
+            salesforce_user_id=org.connected_as_user_id,
+            client_app_id=app_id,
+            revoked_at__isnull=True,
+        )
+        .order_by("approved_at", "pk")
+        .values_list(
+            "fingerprint",
+            "org_id",
+            "org__alias",
+            "org__org_id",
+            "org__refresh_token_fingerprint",
+        )
+    )
+    # Oldest first: (the org whose connection the token is, or None; label).
+    tokens: list[tuple[int | None, str]] = [
+        (org_pk, alias or org_id) if org_pk and fingerprint == stored else (None, "")
+        for fingerprint, org_pk, alias, org_id, stored in rows
+    ]
+    # An org connected before the ledger existed (or by a fixture) holds a
+    # token the ledger never saw: it counts, as the oldest.
+    if (
+        org.refresh_token_fingerprint
+        and app_id == org.client_app_id
+        and all(holder != org.pk for holder, _ in tokens)
+    ):
+        tokens.insert(0, (org.pk, org.label))
+    revoked_next = tokens[: max(1, len(tokens) + 1 - SALESFORCE_TOKEN_LIMIT)]
+    losing = [
+        label
+        for holder, label in revoked_next
+        if holder is not None and not (reauthorizing and holder == org.pk)
+    ]
+    return TokenBudget(
+        user=org.connected_as_username or org.connected_as_user_id,
+        live=len(tokens),
+        losing=list(dict.fromkeys(losing)),
+    )

@@ -21,6 +21,7 @@ from django.db import transaction
 from connections import salesforce
 
 from .models import SalesforceOrg
+from .token_ledger import refresh_token_rotated
 
 
 def refresh_lock_ttl() -> int:
@@ -112,7 +113,15 @@ def org_access_token(
             expected_org_id=org.org_id,
         )
         if tokens.refresh_token:
-            org_refresh_token_store(
+            stored = org_refresh_token_store(
                 org=org, token=tokens.refresh_token, replacing=refreshed
+            )
+            # The ledger: the parent died, the rotated token keeps its age
+            # (or is revoked, when a newer connection won).
+            refresh_token_rotated(
+                org=org,
+                parent_fingerprint=refreshed,
+                token=tokens.refresh_token,
+                stored=stored is not None,
             )
     return tokens

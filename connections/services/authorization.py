@@ -15,16 +15,22 @@ from django.utils import timezone
 
 from companies.audit import Actor
 from connections import salesforce
-from orgs.models import SalesforceOrg
+from orgs import token_ledger
+from orgs.models import RefreshTokenRecord, SalesforceOrg
 from vbsf.queue import enqueue_on_commit
 
 from ..models import ConnectionChange, ExternalClientApp
 from .changes import ChangeError, State
-from .revocation import change_token_revoke_later, token_revoke_quietly
+from .revocation import access_token_revoke_quietly, change_token_revoke_later
 from .verification import permission_check_start
 
 BASE_SCOPES = ("api", "refresh_token", "id")
 REQUIRED_SCOPES = ("api", "refresh_token")
+PURPOSES = {
+    ConnectionChange.Kind.EDIT: RefreshTokenRecord.Purpose.EDIT_CONNECTION,
+    ConnectionChange.Kind.ADD: RefreshTokenRecord.Purpose.ADD_ORGANIZATION,
+    ConnectionChange.Kind.REAUTHORIZE: RefreshTokenRecord.Purpose.REAUTHORIZATION,
+}
 
 
 def callback_url() -> str:
@@ -174,10 +180,13 @@ def connection_change_exchange(*, change_id: int) -> str:
             f"{existing.label}. Use Edit Connection on it instead.",
         )
     if problem:
-        token_revoke_quietly(
-            change.login_url, tokens.refresh_token or tokens.access_token
-        )
-        return authorization_refuse(change_id, *problem)
+        with transaction.atomic():
+            token_record(change, tokens, RefreshTokenRecord.RevokeReason.WRONG_ORG)
+            return authorization_refuse(change_id, *problem)
+    # Written ahead, owed a revoke until the change keeps the token below:
+    # a worker killed in between leaves a token beat revokes, never one
+    # alive that nobody holds.
+    token_record(change, tokens)
     try:
         identity = salesforce.get_identity(
             identity_url=tokens.identity_url, access_token=tokens.access_token
@@ -188,10 +197,19 @@ def connection_change_exchange(*, change_id: int) -> str:
     with transaction.atomic():
         change = ConnectionChange.objects.select_for_update().get(pk=change_id)
         if change.state != State.EXCHANGING:
-            token_revoke_quietly(change.login_url, tokens.refresh_token)
+            token_record(change, tokens, RefreshTokenRecord.RevokeReason.ABANDONED)
             return "skipped"
         change_previous_token_abandon(change)
         change.set_secret("new_refresh_token", tokens.refresh_token)
+        if tokens.refresh_token and not token_ledger.refresh_token_claim(
+            token=tokens.refresh_token, username=username
+        ):
+            return authorization_refuse(
+                change_id,
+                "token_revoked",
+                "Salesforce revoked the new token before the console could keep "
+                "it; nothing was changed. Authorize again.",
+            )
         change.new_instance_url = tokens.instance_url
         change.new_org_id = tokens.org_id
         change.new_user_id = tokens.user_id
@@ -221,17 +239,67 @@ def change_previous_token_abandon(change: ConnectionChange) -> None:
     if not change.has_new_token:
         return
     if change.holds_replaced_token:
-        # The revocation slot is busy with an earlier token: revoke this one
-        # directly (rare: two re-authorizations within one revoke's retries).
-        token_revoke_quietly(change.login_url, change.get_secret("new_refresh_token"))
+        # The change's revocation slot is busy with an earlier token: the
+        # ledger holds this one and revokes it (rare: two sign-ins within one
+        # revoke's retries).
+        token = change.get_secret("new_refresh_token")
+        record = RefreshTokenRecord.objects.filter(
+            token_hash=token_ledger.refresh_token_hash(token)
+        ).first()
+        if record is not None:
+            token_ledger.refresh_token_revoke_later(
+                record=record,
+                reason=RefreshTokenRecord.RevokeReason.ABANDONED,
+                token=token,
+            )
         change.release_new_token()
         return
     change.abandon_new_token()
     change_token_revoke_later(change=change)
+    token_ledger.refresh_token_owed_by_fingerprint(
+        fingerprint=change.new_refresh_token_fingerprint,
+        reason=RefreshTokenRecord.RevokeReason.ABANDONED,
+        user_id=change.new_user_id,
+    )
 
 
 def authorization_refuse(change_id: int, code: str, message: str) -> str:
     """Back to "active": the admin can authorize again; nothing was stored."""
+def token_record(
+    change: ConnectionChange, tokens: salesforce.TokenSet, revoke_reason: str = ""
+) -> None:
+    """Record the exchange's refresh token in the ledger: owed a revoke
+    with ``revoke_reason``, else until the change keeps it. Without a
+    refresh token only the access token is revoked, best effort."""
+    if not tokens.refresh_token:
+        if revoke_reason:
+            access_token_revoke_quietly(change.login_url, tokens.access_token)
+        return
+    if not revoke_reason:
+        token_ledger.refresh_token_pending(
+            token=tokens.refresh_token,
+            client_app_id=change.client_app_id,
+            salesforce_org_id=tokens.org_id,
+            user_id=tokens.user_id,
+            purpose=PURPOSES.get(
+                change.kind, RefreshTokenRecord.Purpose.EDIT_CONNECTION
+            ),
+            login_url=change.login_url,
+            org=change.org,
+        )
+        return
+    token_ledger.refresh_token_record(
+        token=tokens.refresh_token,
+        client_app_id=change.client_app_id,
+        salesforce_org_id=tokens.org_id,
+        user_id=tokens.user_id,
+        purpose=PURPOSES.get(change.kind, RefreshTokenRecord.Purpose.EDIT_CONNECTION),
+        login_url=change.login_url,
+        org=change.org if change.org and change.org.org_id == tokens.org_id else None,
+        revoke_reason=revoke_reason,
+    )
+
+
     with transaction.atomic():
         ConnectionChange.objects.filter(pk=change_id).filter(
             state__in=[State.EXCHANGING, State.ACTIVE]

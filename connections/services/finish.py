@@ -12,7 +12,13 @@ from django.utils import timezone
 
 from companies.audit import Actor, audit_record
 from companies.models import Company
-from orgs.models import BackupPolicy, ConnectionStatus, SalesforceOrg
+from orgs import token_ledger
+from orgs.models import (
+    BackupPolicy,
+    ConnectionStatus,
+    RefreshTokenRecord,
+    SalesforceOrg,
+)
 from orgs.services import org_create, org_locked, org_snapshot, orgs_move
 from orgs.tokens import org_refresh_token_store
 
@@ -28,11 +34,18 @@ def org_connection_replace(*, org: SalesforceOrg, change: ConnectionChange) -> N
     The org's replaced refresh token moves to the change, which holds it
     until it is revoked after commit. Bumps the org's version.
     """
-    replaced = org_refresh_token_store(
-        org=org, token=change.get_secret("new_refresh_token")
-    )
+    new_token = change.get_secret("new_refresh_token")
+    replaced_fingerprint = org.refresh_token_fingerprint
+    replaced = org_refresh_token_store(org=org, token=new_token)
     change.hold_for_revocation(replaced or "")
     now = timezone.now()
+    token_ledger.refresh_token_kept(token=new_token, org=org)
+    if replaced:
+        token_ledger.refresh_token_owed_by_fingerprint(
+            fingerprint=replaced_fingerprint,
+            reason=RefreshTokenRecord.RevokeReason.REPLACED,
+            org=org,
+        )
     org.instance_url = change.new_instance_url or org.instance_url
     org.connected_as_username = change.new_username
     org.connected_as_user_id = change.new_user_id
@@ -128,6 +141,9 @@ def finish_new_org(
     )
     SalesforceOrg.objects.filter(pk=org.pk).update(last_checked_at=timezone.now())
     change.org = org
+    token_ledger.refresh_token_kept(
+        token=change.get_secret("new_refresh_token"), org=org
+    )
     change.state = State.APPLIED
     change.finished_at = timezone.now()
     change.release_new_token()

@@ -2,9 +2,12 @@
 
 A token the console no longer uses must not stay alive at Salesforce: it is
 a credential nobody controls, and it counts against Salesforce's five
-approvals per user and app. A change holds such a token (encrypted) until
-the revoke succeeds; the task retries transient failures, and beat resends
-revokes whose message was lost.
+approvals per user and app. A change holds a replaced or abandoned token
+(encrypted) until the revoke succeeds; any other token owed a revoke (an org
+mix-up, a sign-in, an exchange whose change moved on) is held by its record
+in the token ledger (``orgs.token_ledger``). Both tasks retry transient
+failures, beat resends revokes whose message was lost, and every revoke
+marks the ledger.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from django.utils import timezone
 
 from companies.audit import Actor, audit_record
 from connections import salesforce
+from orgs import token_ledger
+from orgs.models import RefreshTokenRecord
 from vbsf import encryption
 from vbsf.queue import enqueue_now, enqueue_on_commit
 
@@ -26,6 +31,9 @@ logger = logging.getLogger(__name__)
 
 MAX_REVOKE_ATTEMPTS = 10
 REVOKE_TASK = "connections.tasks.revoke_old_token"
+REVOKE_RECORD_TASK = token_ledger.REVOKE_RECORD_TASK
+# A revoke not done this long after it was sent is sent again by beat.
+RESEND_AFTER = timedelta(minutes=5)
 
 
 def change_token_revoke_later(*, change: ConnectionChange) -> None:
@@ -36,8 +44,14 @@ def change_token_revoke_later(*, change: ConnectionChange) -> None:
 
 def change_token_abandon(*, change: ConnectionChange) -> None:
     """The change's new token will never be used: revoke it."""
+    fingerprint = change.new_refresh_token_fingerprint
     if change.abandon_new_token():
         change.save()
+        token_ledger.refresh_token_owed_by_fingerprint(
+            fingerprint=fingerprint,
+            reason=RefreshTokenRecord.RevokeReason.ABANDONED,
+            user_id=change.new_user_id,
+        )
         change_token_revoke_later(change=change)
 
 
@@ -50,7 +64,30 @@ def revoke_old_token(*, change_id: int) -> str:
     except encryption.SecretUnavailable:
         return "unreadable"
     salesforce.revoke(login_url=change.login_url, token=token)
-    ConnectionChange.objects.filter(pk=change_id).mark_token_revoked(timezone.now())
+    with transaction.atomic():
+        ConnectionChange.objects.filter(pk=change_id).mark_token_revoked(timezone.now())
+        token_ledger.refresh_token_revoked(token=token)
+    return "revoked"
+
+
+def token_record_revoke(*, record_id: int) -> str:
+    """Revoke a token the ledger holds; raises transient errors for the
+    task to retry, and keeps the last error on the record."""
+    record = RefreshTokenRecord.objects.get(pk=record_id)
+    if not record.revoke_owed or not record.revoke_token_encrypted:
+        return "skipped"
+    try:
+        token = record.get_revoke_token()
+    except encryption.SecretUnavailable:
+        return "unreadable"
+    try:
+        salesforce.revoke(login_url=record.login_url, token=token)
+    except salesforce.SalesforceError as exc:
+        RefreshTokenRecord.objects.filter(pk=record_id).update(
+            last_error=f"{exc.code}: {salesforce.message_of(exc)}"[:300]
+        )
+        raise
+    token_ledger.refresh_token_revoked(token=token)
     return "revoked"
 
 
@@ -80,12 +117,47 @@ def revocations_resume() -> int:
             continue
         enqueue_now(REVOKE_TASK, change_id=change.pk)
         resent += 1
+    return resent + token_records_revoke_resume()
+
+
+def token_records_revoke_resume() -> int:
+    """Beat: tokens the ledger holds whose revoke is still owed after
+    RESEND_AFTER are sent again, at most MAX_REVOKE_ATTEMPTS times; then
+    the Administrator is told to revoke it in Setup."""
+    now = timezone.now()
+    due = RefreshTokenRecord.objects.filter(
+        revoked_at__isnull=True,
+        revoke_requested_at__lt=now - RESEND_AFTER,
+        revoke_attempts__lt=MAX_REVOKE_ATTEMPTS,
+    ).exclude(revoke_token_encrypted="")
+    resent = 0
+    for record in due.select_related("org__company"):
+        attempts = record.revoke_attempts + 1
+        RefreshTokenRecord.objects.filter(pk=record.pk).update(
+            revoke_attempts=attempts, revoke_requested_at=now
+        )
+        if attempts >= MAX_REVOKE_ATTEMPTS:
+            with transaction.atomic():
+                audit_record(
+                    actor=Actor.system(),
+                    action="refresh_token.revoke_failed",
+                    org=record.org,
+                    outcome="failure",
+                    summary=f"A refresh token of {record.salesforce_username or record.salesforce_user_id} "
+                    f"({record.fingerprint}) could not be revoked at Salesforce: "
+                    "revoke it in Setup → Connected Apps OAuth Usage.",
+                )
+            continue
+        enqueue_now(REVOKE_RECORD_TASK, record_id=record.pk)
+        resent += 1
     return resent
 
 
-def token_revoke_quietly(login_url: str, token: str | None) -> None:
-    """Best effort, for a token that was never stored (an org mix-up, a
-    sign-in): nothing holds it to retry later."""
+def access_token_revoke_quietly(login_url: str, token: str | None) -> None:
+    """Best effort, for an access token that came without a refresh token:
+    it counts against no budget and dies with its session anyway. Refresh
+    tokens go through the ledger (``token_ledger.refresh_token_record``
+    with a revoke reason), which retries."""
     if not token:
         return
     try:

@@ -42,14 +42,15 @@ from connections.salesforce.urls import (
     normalize_org_url,
     to_18,
 )
-from orgs.models import SalesforceOrg
+from orgs import token_ledger
+from orgs.models import RefreshTokenRecord, SalesforceOrg
 from vbsf import encryption
 from vbsf.queue import enqueue_on_commit
 
 from .. import oauth_flows
 from ..models import SalesforceIdentityLink, SignInAttempt
 from .authorization import callback_url
-from .revocation import token_revoke_quietly
+from .revocation import access_token_revoke_quietly
 
 logger = logging.getLogger(__name__)
 
@@ -355,11 +356,28 @@ def signin_exchange(*, attempt_id: int) -> str:
     else:
         outcome = _finish_matched(attempt_id, user_id)
     if tokens is not None:
-        # Best effort, after the outcome, so the browser does not wait on it:
-        # the console needs the identity only, never the tokens.
-        for token in (tokens.refresh_token, tokens.access_token):
-            token_revoke_quietly(org.login_url, token)
+        # After the outcome, so the browser does not wait on it: the console
+        # needs the identity only, never the tokens.
+        signin_tokens_revoke(org, tokens)
     return outcome
+
+
+def signin_tokens_revoke(org: SalesforceOrg, tokens: salesforce.TokenSet) -> None:
+    """A refresh token (the app's policy may add one) is recorded in the
+    ledger and revoked by its retrying task, taking its access tokens with
+    it; a lone access token is revoked best effort."""
+    if not tokens.refresh_token:
+        access_token_revoke_quietly(org.login_url, tokens.access_token)
+        return
+    token_ledger.refresh_token_record(
+        token=tokens.refresh_token,
+        client_app_id=org.client_app_id,
+        salesforce_org_id=tokens.org_id or org.org_id,
+        user_id=tokens.user_id,
+        purpose=RefreshTokenRecord.Purpose.SIGNIN,
+        login_url=org.login_url,
+        revoke_reason=RefreshTokenRecord.RevokeReason.SIGNIN,
+    )
 
 
 @transaction.atomic

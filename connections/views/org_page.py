@@ -19,7 +19,12 @@ from companies.selectors import org_timeline
 from orgs.forms import BackupPolicyForm, OrgSettingsForm
 from orgs.health import org_check_progress
 from orgs.models import BackupPolicy, ConnectionStatus, SalesforceOrg
-from orgs.selectors import latest_url_verification, org_get, policy_get
+from orgs.selectors import (
+    latest_url_verification,
+    org_get,
+    policy_get,
+    token_budget_for,
+)
 from orgs.services import ConcurrentChange, policy_update
 from vbsf.views import render_form
 
@@ -112,7 +117,11 @@ def org_live(request: HttpRequest, pk: int) -> HttpResponse:
 def org_detail(request: HttpRequest, pk: int) -> HttpResponse:
     access = request.access  # type: ignore[attr-defined]
     org = org_get(access=access, pk=pk)
-    return render(request, "orgs/detail.html", org_page_context(access, org))
+    context = org_page_context(access, org)
+    # Before anyone is sent to Salesforce with Re-authorize connection (SPEC
+    # §9); the org's own token is replaced then, so it is not named.
+    context["token_budget"] = token_budget_for(org=org, reauthorizing=True)
+    return render(request, "orgs/detail.html", context)
 
 
 @require_http_methods(["POST"])
