@@ -17,6 +17,8 @@ def access(request: HttpRequest) -> dict[str, object]:
         and profile.is_administrator
         and request.user.is_staff,
         "queue": profile.can(Capability.RUN_CHECKS),
+        # Users, Notifications and Sign-in settings: Administrators only.
+        "people": profile.is_administrator,
     }
     match = getattr(request, "resolver_match", None)
     nav["section"] = (match.namespace or match.url_name or "") if match else ""

@@ -7,7 +7,7 @@ from functools import wraps
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict
 
 from .access import Capability
 
@@ -30,3 +30,9 @@ def require_capability(
         return wrapper
 
     return decorator
+
+
+def form_data(request: HttpRequest) -> QueryDict | None:
+    """The data to bind a form to: the POST, even an empty one (``request.POST
+    or None`` would leave a form with only unchecked boxes unbound)."""
+    return request.POST if request.method == "POST" else None

@@ -6,16 +6,18 @@ from datetime import date
 from typing import Any
 
 from django import forms
-from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm, SetPasswordForm
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db.models import QuerySet
 
 from vbsf.forms import IdChoiceField, IdMultipleChoiceField
+from vbsf.http import OutboundError, check_webhook_url
 
 from . import signin_throttle
 from .audit import client_ip
-from .models import Company
+from .models import Company, NotificationChannel, Role
+from .people import Roles
 from .selectors import audit_category_choices
 from .services import signin_failed, signin_locked_out, signin_succeeded
 
@@ -218,3 +220,122 @@ class AuditFilterForm(forms.Form):
             "date_from": data["date_from"],
             "date_to": data["date_to"],
         }
+
+
+# --- people -----------------------------------------------------------------
+
+COMPANY_ROLE_CHOICES = [
+    ("", "No access"),
+    (Role.OPERATOR.value, Role.OPERATOR.label),
+    (Role.SUPPORT.value, Role.SUPPORT.label),
+    (Role.VIEWER.value, Role.VIEWER.label),
+]
+
+
+class RolesForm(forms.Form):
+    """Administrator of every company, or a role in each company."""
+
+    administrator = forms.BooleanField(
+        label="Administrator (every company)", required=False
+    )
+
+    def __init__(
+        self, *args: Any, companies: QuerySet[Company], initial_roles: Roles, **kw: Any
+    ) -> None:
+        super().__init__(*args, **kw)
+        self.companies = list(companies)
+        self.fields["administrator"].initial = initial_roles.administrator
+        for company in self.companies:
+            self.fields[f"company_{company.pk}"] = forms.ChoiceField(
+                label=f"Role in {company.name}",
+                choices=COMPANY_ROLE_CHOICES,
+                required=False,
+                initial=(initial_roles.companies or {}).get(company.pk, ""),
+                error_messages={"invalid_choice": "Pick one of the listed roles."},
+            )
+
+    def company_fields(self) -> list[forms.BoundField]:
+        return [self[f"company_{c.pk}"] for c in self.companies]
+
+    def roles(self) -> Roles:
+        data = self.cleaned_data
+        if data["administrator"]:
+            return Roles(administrator=True, companies={})
+        return Roles(
+            companies={
+                c.pk: data[f"company_{c.pk}"]
+                for c in self.companies
+                if data.get(f"company_{c.pk}")
+            }
+        )
+
+
+class InviteForm(RolesForm):
+    email = forms.EmailField(label="Email", max_length=254)
+
+    field_order = ["email", "administrator"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if not self.errors and not (
+            self.roles().administrator or self.roles().companies
+        ):
+            raise ValidationError(
+                "Give the new user a role: Administrator, or a role in a company.",
+                code="no_role",
+            )
+        return cleaned
+
+
+class InvitationAcceptForm(SetPasswordForm):
+    """Django's set-password form: its validators, its two fields."""
+
+
+# --- notifications ----------------------------------------------------------
+
+
+class NotificationsForm(forms.Form):
+    """A company's email recipients and webhook."""
+
+    contact_emails = forms.CharField(
+        label="Email recipients",
+        required=False,
+        max_length=2000,
+        help_text="Comma-separated addresses.",
+    )
+    webhook_url = forms.CharField(
+        label="Webhook URL",
+        required=False,
+        max_length=500,
+        help_text="https only. Leave empty for no webhook.",
+    )
+    webhook_enabled = forms.BooleanField(label="Send to the webhook", required=False)
+
+    def __init__(self, *args: Any, company: Company, **kwargs: Any) -> None:
+        channel = NotificationChannel.objects.filter(company=company).first()
+        kwargs.setdefault(
+            "initial",
+            {
+                "contact_emails": company.contact_emails,
+                "webhook_url": channel.url if channel else "",
+                "webhook_enabled": channel.enabled if channel else True,
+            },
+        )
+        super().__init__(*args, **kwargs)
+
+    def clean_contact_emails(self) -> str:
+        return CompanyForm.clean_contact_emails(self)  # type: ignore[arg-type]
+
+    def clean_webhook_url(self) -> str:
+        url = self.cleaned_data.get("webhook_url", "").strip()
+        if not url:
+            return ""
+        try:
+            forms.URLField(assume_scheme="https").clean(url)
+            return check_webhook_url(url)
+        except ValidationError:
+            raise ValidationError(
+                "Enter a full https:// address.", code="invalid_url"
+            ) from None
+        except OutboundError as exc:
+            raise ValidationError(str(exc), code="refused_url") from None

@@ -195,3 +195,114 @@ class Incident(models.Model):
 
     def __str__(self) -> str:
         return f"Incident at {self.company} since {self.opened_at:%Y-%m-%d %H:%M}"
+
+
+class Invitation(models.Model):
+    """An invitation to the console: a one-time link where the invitee sets
+    a password. The link's token is stored only as its SHA-256 hash."""
+
+    email = models.EmailField()
+    # {"administrator": bool, "companies": {"<company id>": "<role>"}}
+    roles = models.JSONField(default=dict, blank=True)
+    token_hash = models.CharField(max_length=64, unique=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="invitations",
+        help_text="The user who accepted it.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Invitation for {self.email}"
+
+
+class NotificationChannel(models.Model):
+    """A company's webhook: where incidents are posted, signed with a secret
+    that only the console and the receiver know (stored encrypted)."""
+
+    company = models.OneToOneField(
+        Company, on_delete=models.CASCADE, related_name="webhook"
+    )
+    url = models.URLField("Webhook URL", max_length=500)
+    secret_encrypted = models.TextField(editable=False)
+    enabled = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"Webhook of {self.company}"
+
+
+class NotificationDelivery(models.Model):
+    """One message to one channel (an incident opened or closed, or a test),
+    tried a bounded number of times. ``payload`` is what is sent, fixed when
+    the delivery is made, so every attempt sends the same message."""
+
+    class Kind(models.TextChoices):
+        EMAIL = "email", "Email"
+        WEBHOOK = "webhook", "Webhook"
+
+    class Event(models.TextChoices):
+        OPENED = "opened", "Incident opened"
+        CLOSED = "closed", "Incident closed"
+        TEST = "test", "Test"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENDING = "sending", "Sending"
+        RETRYING = "retrying", "Retrying"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+
+    company = models.ForeignKey(
+        Company, on_delete=models.CASCADE, related_name="notification_deliveries"
+    )
+    incident = models.ForeignKey(
+        Incident,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="deliveries",
+    )
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    event = models.CharField(max_length=10, choices=Event.choices)
+    state = models.CharField(
+        max_length=10, choices=State.choices, default=State.PENDING
+    )
+    payload = models.JSONField(default=dict, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["company", "-created_at"])]
+        constraints = [
+            # One message per incident and event on each channel, whatever
+            # the number of workers evaluating the company at once.
+            models.UniqueConstraint(
+                fields=["incident", "event", "kind"],
+                condition=models.Q(incident__isnull=False),
+                name="one_delivery_per_incident_event_and_kind",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.get_event_display()} ({self.state})"

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.db.models import Count, Q, QuerySet
+from django.contrib.auth import get_user_model
+from django.db.models import Count, Prefetch, Q, QuerySet
 from django.utils import timezone
 
-from .models import AuditEvent, Company
+from .models import AuditEvent, Company, Invitation, RoleGrant
 
 if TYPE_CHECKING:
     from .access import AccessProfile
@@ -40,6 +41,8 @@ AUDIT_CATEGORIES: dict[str, AuditCategory] = {
     "role": AuditCategory("Roles", ("role.",)),
     "signin": AuditCategory("Sign-ins", ("auth.", "identity_link.")),
     "policy": AuditCategory("Backup policies", ("policy.",)),
+    "user": AuditCategory("Users", ("user.",)),
+    "notification": AuditCategory("Notifications", ("notification.",)),
 }
 AUDIT_CATEGORY_OTHER = "other"
 
@@ -212,3 +215,22 @@ def org_timeline(
         )
         for i, run in enumerate(runs[:limit])
     ]
+
+
+# --- people -----------------------------------------------------------------
+
+
+def user_list() -> QuerySet:
+    """Console users with their grants (two queries for any number)."""
+    grants = RoleGrant.objects.select_related("company").order_by("company__name")
+    return (
+        get_user_model()
+        .objects.prefetch_related(Prefetch("role_grants", queryset=grants))
+        .order_by("-is_active", "username")
+    )
+
+
+def invitation_pending_list() -> QuerySet[Invitation]:
+    return Invitation.objects.filter(
+        used_at__isnull=True, revoked_at__isnull=True, expires_at__gt=timezone.now()
+    ).order_by("email")

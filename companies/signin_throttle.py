@@ -122,29 +122,36 @@ def _recent(stamps: object, at: float) -> list[float]:
     )
 
 
-def _keys(username: str, address: str | None) -> dict[Rule, str]:
-    return {rule: cache_key(rule, username, address) for rule in RULES}
+def _keys(
+    username: str, address: str | None, rules: tuple[Rule, ...] = RULES
+) -> dict[Rule, str]:
+    return {rule: cache_key(rule, username, address) for rule in rules}
 
 
-def lockout(username: str, address: str | None) -> Lockout | None:
-    """The lockout that refuses this attempt, or None to try the password."""
+def lockout(
+    username: str, address: str | None, rules: tuple[Rule, ...] = RULES
+) -> Lockout | None:
+    """The lockout that refuses this attempt, or None to try the password.
+    Other throttles (the invitation link's) pass their own ``rules``."""
     at = now()
-    keys = _keys(username, address)
+    keys = _keys(username, address, rules)
     stored = cache.get_many(list(keys.values()))
-    rules, until = [], at
+    refusing, until = [], at
     for rule, key in keys.items():
         recent = _recent(stored.get(key), at)
         if rule.limit <= len(recent):
-            rules.append(rule)
+            refusing.append(rule)
             until = max(until, recent[-rule.limit] + _window())
-    if not rules:
+    if not refusing:
         return None
-    return Lockout(rules=tuple(rules), seconds=math.ceil(until - at))
+    return Lockout(rules=tuple(refusing), seconds=math.ceil(until - at))
 
 
-def record_failure(username: str, address: str | None) -> None:
+def record_failure(
+    username: str, address: str | None, rules: tuple[Rule, ...] = RULES
+) -> None:
     at = now()
-    keys = _keys(username, address)
+    keys = _keys(username, address, rules)
     stored = cache.get_many(list(keys.values()))
     cache.set_many(
         {

@@ -7,7 +7,7 @@ from django.urls import path
 
 from vbsf import converters  # noqa: F401  (registers <id:...>)
 
-from .views import oauth, org_page, progress, signin, wizard
+from .views import oauth, org_page, progress, settings, signin, wizard
 
 app_name = "connections"
 
@@ -18,6 +18,17 @@ urlpatterns = [
         "login/salesforce/wait/<id:attempt_id>/",
         signin.signin_wait,
         name="signin-wait",
+    ),
+    path("settings/sign-in/", settings.signin_settings, name="signin-settings"),
+    path(
+        "settings/sign-in/off/",
+        settings.signin_settings_off,
+        name="signin-settings-off",
+    ),
+    path(
+        "settings/sign-in/links/<id:pk>/unlink/",
+        settings.identity_link_unlink,
+        name="signin-settings-unlink",
     ),
     path(
         "connections/changes/<id:change_id>/authorize/",

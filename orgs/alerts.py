@@ -1,8 +1,10 @@
-"""Connection alerts: one email per incident, one when it is over.
+"""Connection alerts: one message per incident, one when it is over.
 
 An incident opens when orgs of a company fail and closes when none does.
 Orgs failing or recovering in between change nothing for the contacts, so
-a flapping fleet cannot flood their inbox.
+a flapping fleet cannot flood their inbox. The messages go out on the
+company's channels (email recipients, webhook) through
+``companies.notifications``, which retries and logs each delivery.
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
-from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
+from django.urls import reverse
 from django.utils import timezone
 
-from companies.models import Company, Incident
+from companies.models import Company, Incident, NotificationDelivery
+from companies.notifications import incident_notify
 
 from .health import FAILING
 from .models import SalesforceOrg
@@ -22,16 +25,12 @@ from .models import SalesforceOrg
 logger = logging.getLogger(__name__)
 
 
-def company_contacts(company: Company) -> list[str]:
-    return [e.strip() for e in company.contact_emails.split(",") if e.strip()]
-
-
 def alerts_evaluate(*, company_id: int) -> str:
     company = Company.objects.get(pk=company_id)
     failing = list(
         SalesforceOrg.objects.filter(company=company, status__in=FAILING)
         .order_by("alias")
-        .values("alias", "org_id", "status", "status_reason")
+        .values("id", "alias", "org_id", "status", "status_reason")
     )
     open_incident = Incident.objects.filter(
         company=company, closed_at__isnull=True
@@ -59,40 +58,35 @@ def alerts_evaluate(*, company_id: int) -> str:
     return "quiet"
 
 
+def _org_entries(failing: list[dict]) -> list[dict]:
+    """The failing orgs as notifications name them, with console links."""
+    return [
+        {
+            "alias": o["alias"],
+            "org_id": o["org_id"],
+            "status": o["status"],
+            "reason": o["status_reason"] or o["status"],
+            "url": settings.PUBLIC_URL + reverse("orgs:detail", args=[o["id"]]),
+        }
+        for o in failing
+    ]
+
+
 def _notify_open(company: Company, incident: Incident, failing: list[dict]) -> None:
-    recipients = company_contacts(company)
-    if recipients:
-        lines = [
-            f"- {o['alias'] or o['org_id']}: {o['status_reason'] or o['status']}"
-            for o in failing
-        ]
-        send_mail(
-            subject=f"[VBSF] {len(failing)} Salesforce org(s) of {company.name} "
-            "need attention",
-            message=(
-                f"These orgs of {company.name} cannot be backed up right now:\n\n"
-                + "\n".join(lines)
-                + f"\n\nOpen the console to fix them: {settings.PUBLIC_URL}/orgs/queue/"
-                "\n\nYou get one more email when they are all connected again."
-            ),
-            from_email=settings.DEFAULT_FROM_EMAIL,
-            recipient_list=recipients,
-        )
+    incident_notify(
+        incident=incident,
+        event=NotificationDelivery.Event.OPENED,
+        orgs=_org_entries(failing),
+    )
     Incident.objects.filter(pk=incident.pk).update(opened_notified_at=timezone.now())
 
 
 def _notify_closed(company: Company, incident: Incident) -> None:
-    recipients = company_contacts(company)
-    if recipients:
-        send_mail(
-            subject=f"[VBSF] Salesforce orgs of {company.name} are connected again",
-            message=(
-                f"Every Salesforce org of {company.name} is connected again "
-                f"(incident opened {incident.opened_at:%Y-%m-%d %H:%M} UTC)."
-            ),
-            from_email=settings.DEFAULT_FROM_EMAIL,
-            recipient_list=recipients,
-        )
+    incident_notify(
+        incident=Incident.objects.select_related("company").get(pk=incident.pk),
+        event=NotificationDelivery.Event.CLOSED,
+        orgs=[],
+    )
     Incident.objects.filter(pk=incident.pk).update(closed_notified_at=timezone.now())
 
 

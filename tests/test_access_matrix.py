@@ -50,6 +50,23 @@ GET_RULES: dict[str, set[str] | str] = {
     # in this fixture; tested with one in tests/integration.
     "connections:signin-start": "post-only",
     "connections:signin-wait": "no-provider",
+    # People and notifications (SPEC §10): Administrators only.
+    "users:list": ADMIN_ONLY,
+    "users:invite": ADMIN_ONLY,
+    "users:detail": ADMIN_ONLY,
+    "users:deactivate": "post-only",
+    "users:reactivate": "post-only",
+    "users:revoke-invitation": "post-only",
+    # The invitee's one-time link needs no sign-in; an unknown token is 404.
+    "invite": "no-provider",
+    "notifications:list": ADMIN_ONLY,
+    "notifications:company": ADMIN_ONLY,
+    "notifications:log": ADMIN_ONLY,
+    "notifications:test": "post-only",
+    "notifications:rotate-secret": "post-only",
+    "connections:signin-settings": ADMIN_ONLY,
+    "connections:signin-settings-off": "post-only",
+    "connections:signin-settings-unlink": "post-only",
 }
 
 
@@ -121,6 +138,16 @@ def _url_for(name: str, world) -> str:
         "companies:detail": {"pk": world.acme.pk},
         "companies:move-orgs": {"pk": world.acme.pk},
         "companies:delete": {"pk": world.acme.pk},
+        "users:detail": {"pk": world.users["viewer"].pk},
+        "users:deactivate": {"pk": world.users["viewer"].pk},
+        "users:reactivate": {"pk": world.users["viewer"].pk},
+        "users:revoke-invitation": {"pk": 1},
+        "invite": {"token": "not-a-token"},
+        "notifications:company": {"pk": world.acme.pk},
+        "notifications:log": {"pk": world.acme.pk},
+        "notifications:test": {"pk": world.acme.pk},
+        "notifications:rotate-secret": {"pk": world.acme.pk},
+        "connections:signin-settings-unlink": {"pk": 1},
     }.get(name, {})
     return reverse(name, kwargs=kwargs)
 
@@ -287,3 +314,47 @@ def test_org_actions_refuse_roles_that_may_not_take_them(world, role, name):
     expected = 404 if role != "administrator" else None
     if expected:
         assert world.client_for(role).post(other, {}).status_code in (403, 404)
+
+
+PEOPLE_POSTS = [
+    ("/users/invite/", {"email": "new@example.com", "administrator": "on"}),
+    ("/users/{viewer}/", {"administrator": "on"}),
+    ("/users/{viewer}/deactivate/", {}),
+    ("/users/{viewer}/reactivate/", {}),
+    ("/settings/notifications/{acme}/", {"webhook_url": "https://hooks.example.com/x"}),
+    ("/settings/notifications/{acme}/test/", {}),
+    ("/settings/notifications/{acme}/rotate-secret/", {}),
+    ("/settings/sign-in/", {"org": "{org}"}),
+    ("/settings/sign-in/off/", {}),
+]
+
+
+@pytest.mark.parametrize("role", ["operator", "support", "viewer", "nobody"])
+def test_people_and_settings_changes_are_refused_to_others(world, role):
+    from django.contrib.auth import get_user_model
+
+    from companies.models import AuditEvent, Invitation, NotificationDelivery
+
+    ids = {
+        "viewer": world.users["viewer"].pk,
+        "acme": world.acme.pk,
+        "org": world.acme_org.pk,
+    }
+    client = world.client_for(role)
+    before = (
+        AuditEvent.objects.count(),
+        Invitation.objects.count(),
+        NotificationDelivery.objects.count(),
+        get_user_model().objects.filter(is_active=True).count(),
+    )
+    for url, data in PEOPLE_POSTS:
+        data = {k: v.format(**ids) for k, v in data.items()}
+        response = client.post(url.format(**ids), data)
+        assert response.status_code == 403, url
+    after = (
+        AuditEvent.objects.count(),
+        Invitation.objects.count(),
+        NotificationDelivery.objects.count(),
+        get_user_model().objects.filter(is_active=True).count(),
+    )
+    assert after == before

@@ -49,6 +49,12 @@ urlpatterns = [
     ),
     path("", include("connections.urls")),
     path("audit/", company_views.audit_index, name="audit"),
+    path("users/", include((company_urls.user_urlpatterns, "users"))),
+    path("invite/<str:token>/", company_urls.invite_view, name="invite"),
+    path(
+        "settings/notifications/",
+        include((company_urls.notification_urlpatterns, "notifications")),
+    ),
     path("audit/export.csv", company_views.audit_export, name="audit-export"),
 ]
 

@@ -12,13 +12,13 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from vbsf.views import render_form
 
-from .access import Capability, get_object_for
-from .audit import Actor, audit_csv_rows
-from .decorators import require_capability
-from .forms import AuditFilterForm, CompanyForm, MoveOrgsForm
-from .models import AuditEvent, Company
-from .selectors import audit_event_list, company_list
-from .services import company_create, company_delete, company_update
+from ..access import Capability, get_object_for
+from ..audit import Actor, audit_csv_rows
+from ..decorators import require_capability
+from ..forms import AuditFilterForm, CompanyForm, MoveOrgsForm
+from ..models import AuditEvent, Company
+from ..selectors import audit_event_list, company_list
+from ..services import company_create, company_delete, company_update
 
 
 @require_http_methods(["GET", "POST"])

@@ -1,0 +1,342 @@
+"""Console users (SPEC §10): invitations, roles per company, deactivation.
+
+An Administrator invites someone by email; the invitee opens a one-time
+link (``/invite/<token>/``, valid ``INVITATION_HOURS``) and sets a password
+that Django's password validators accept. The token is mailed and never
+stored: the invitation keeps its SHA-256 hash. Each write is one
+transaction with one audit event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from importlib import import_module
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.core.mail import send_mail
+from django.db import transaction
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+from . import signin_throttle
+from .audit import Actor, audit_record
+from .models import Company, Invitation, Role, RoleGrant
+
+logger = logging.getLogger(__name__)
+User = get_user_model()
+
+# Unknown, spent or expired invitation links opened from one address: a
+# guessing attempt (the token has 256 bits, so this bounds the noise).
+INVITE_RULE = signin_throttle.Rule(
+    "invite_address", ("address",), "INVITE_MAX_FAILURES_PER_ADDRESS"
+)
+
+
+@dataclass(frozen=True)
+class Roles:
+    """What a user may do: Administrator everywhere, or a role per company."""
+
+    administrator: bool = False
+    companies: dict[int, str] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "administrator": self.administrator,
+            "companies": {str(k): v for k, v in (self.companies or {}).items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Roles:
+        return cls(
+            administrator=bool(data.get("administrator")),
+            companies={int(k): v for k, v in (data.get("companies") or {}).items()},
+        )
+
+    def described(self) -> dict[str, str]:
+        """Company name -> role label, for audit rows and pages."""
+        if self.administrator:
+            return {"all companies": Role.ADMINISTRATOR.label}
+        names = dict(
+            Company.objects.filter(pk__in=list(self.companies or {})).values_list(
+                "pk", "name"
+            )
+        )
+        return {
+            names[pk]: Role(role).label
+            for pk, role in sorted((self.companies or {}).items())
+            if pk in names
+        }
+
+
+def roles_of(user: AbstractBaseUser) -> Roles:
+    grants = list(RoleGrant.objects.filter(user=user).values_list("role", "company"))
+    if any(company is None for _, company in grants):
+        return Roles(administrator=True, companies={})
+    return Roles(companies={company: role for role, company in grants})
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _normalized_email(email: str) -> str:
+    return email.strip().lower()
+
+
+# --- invitations ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InviteResult:
+    invitation: Invitation
+    emailed: bool
+
+
+def users_invite(*, actor: Actor, email: str, roles: Roles) -> InviteResult:
+    """Invite ``email`` with ``roles``: a new one-time link by email. An
+    earlier invitation to the same address that is still open is revoked."""
+    email = _normalized_email(email)
+    token = secrets.token_urlsafe(32)
+    with transaction.atomic():
+        if User.objects.filter(
+            Q(username__iexact=email) | Q(email__iexact=email)
+        ).exists():
+            raise ValidationError(
+                f"{email} already has a console user.", code="user_exists"
+            )
+        Invitation.objects.filter(
+            email=email, used_at__isnull=True, revoked_at__isnull=True
+        ).update(revoked_at=timezone.now())
+        invitation = Invitation.objects.create(
+            email=email,
+            roles=roles.as_json(),
+            token_hash=token_hash(token),
+            expires_at=timezone.now() + timedelta(hours=settings.INVITATION_HOURS),
+            created_by=actor.user
+            if actor.user and actor.user.is_authenticated
+            else None,
+        )
+        audit_record(
+            actor=actor,
+            action="user.invite",
+            summary=f"Invited {email}",
+            after={"email": email, "roles": roles.described()},
+        )
+    return InviteResult(invitation, _invitation_email(invitation, token))
+
+
+def _invitation_email(invitation: Invitation, token: str) -> bool:
+    """Mail the link; False if the mail server refused (the Administrator
+    can invite again, which revokes this link)."""
+    link = settings.PUBLIC_URL + reverse("invite", args=[token])
+    hours = settings.INVITATION_HOURS
+    try:
+        send_mail(
+            subject="[VBSF] You are invited to the Salesforce connection console",
+            message=(
+                "An Administrator invited you to the Salesforce connection "
+                f"console.\n\nSet your password here (the link works once, "
+                f"for {hours} hours):\n{link}\n\nYour user name is "
+                f"{invitation.email}."
+            ),
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            recipient_list=[invitation.email],
+        )
+    except (OSError, ValueError) as exc:  # smtplib's errors are OSErrors
+        logger.warning("invitation email to %s failed: %s", invitation.email, exc)
+        return False
+    return True
+
+
+def invitation_for_token(token: str) -> Invitation | None:
+    """The open invitation this token belongs to, or None (unknown, used,
+    revoked or expired: the page says the same for each)."""
+    return Invitation.objects.filter(
+        token_hash=token_hash(token),
+        used_at__isnull=True,
+        revoked_at__isnull=True,
+        expires_at__gt=timezone.now(),
+    ).first()
+
+
+def invitation_throttled(address: str | None) -> signin_throttle.Lockout | None:
+    return signin_throttle.lockout("", address, rules=(INVITE_RULE,))
+
+
+def invitation_link_failed(address: str | None) -> None:
+    signin_throttle.record_failure("", address, rules=(INVITE_RULE,))
+
+
+@transaction.atomic
+def invitation_accept(
+    *, invitation: Invitation, password: str, ip_address: str | None
+) -> AbstractBaseUser:
+    """Create the invitee's user with the invitation's roles. The link is
+    spent at once; a second tab's submit finds it used."""
+    spent = Invitation.objects.filter(
+        pk=invitation.pk,
+        used_at__isnull=True,
+        revoked_at__isnull=True,
+        expires_at__gt=timezone.now(),
+    ).update(used_at=timezone.now())
+    if not spent:
+        raise ValidationError("This invitation link is no longer valid.")
+    if User.objects.filter(username__iexact=invitation.email).exists():
+        raise ValidationError(f"{invitation.email} already has a console user.")
+    user = User(username=invitation.email, email=invitation.email)
+    user.set_password(password)
+    user.save()
+    roles = Roles.from_json(invitation.roles)
+    _grant(user, roles)
+    Invitation.objects.filter(pk=invitation.pk).update(user=user)
+    audit_record(
+        actor=Actor(user=user, ip_address=ip_address),
+        action="user.invite_accept",
+        summary=f"{user.get_username()} accepted the invitation",
+        after={"username": user.get_username(), "roles": roles.described()},
+    )
+    return user
+
+
+@transaction.atomic
+def invitation_revoke(*, actor: Actor, invitation: Invitation) -> None:
+    revoked = Invitation.objects.filter(
+        pk=invitation.pk, used_at__isnull=True, revoked_at__isnull=True
+    ).update(revoked_at=timezone.now())
+    if revoked:
+        audit_record(
+            actor=actor,
+            action="user.invite_revoke",
+            summary=f"Revoked the invitation of {invitation.email}",
+            before={"email": invitation.email},
+        )
+
+
+# --- roles and deactivation -------------------------------------------------
+
+
+def _grant(user: AbstractBaseUser, roles: Roles) -> None:
+    if roles.administrator:
+        RoleGrant.objects.create(user=user, role=Role.ADMINISTRATOR, company=None)
+        return
+    companies = Company.objects.in_bulk(list(roles.companies or {}))
+    RoleGrant.objects.bulk_create(
+        RoleGrant(user=user, role=role, company=companies[pk])
+        for pk, role in (roles.companies or {}).items()
+        if pk in companies and role != Role.ADMINISTRATOR
+    )
+
+
+def _is_administrator(user: AbstractBaseUser) -> bool:
+    return (
+        bool(user.is_superuser)
+        or RoleGrant.objects.filter(
+            user=user, role=Role.ADMINISTRATOR, company__isnull=True
+        ).exists()
+    )
+
+
+def _last_administrator(user: AbstractBaseUser) -> bool:
+    """Whether no other active user would be an Administrator."""
+    others = (
+        User.objects.filter(is_active=True)
+        .exclude(pk=user.pk)
+        .filter(
+            Q(is_superuser=True)
+            | Q(role_grants__role=Role.ADMINISTRATOR, role_grants__company=None)
+        )
+    )
+    return _is_administrator(user) and not others.exists()
+
+
+@transaction.atomic
+def user_roles_set(*, actor: Actor, user: AbstractBaseUser, roles: Roles) -> bool:
+    """Replace the user's grants with ``roles``; False if nothing changed."""
+    user = User.objects.select_for_update().get(pk=user.pk)
+    before = roles_of(user)
+    if before.as_json() == roles.as_json():
+        return False
+    if before.administrator and not roles.administrator and _last_administrator(user):
+        raise ValidationError(
+            f"{user.get_username()} is the last Administrator: make someone "
+            "else an Administrator first.",
+            code="last_administrator",
+        )
+    RoleGrant.objects.filter(user=user).delete()
+    _grant(user, roles)
+    audit_record(
+        actor=actor,
+        action="user.roles",
+        summary=f"Changed the roles of {user.get_username()}",
+        before={"username": user.get_username(), "roles": before.described()},
+        after={"username": user.get_username(), "roles": roles.described()},
+    )
+    return True
+
+
+def _end_sessions(user: AbstractBaseUser) -> int:
+    """Delete the user's sessions, so they end now rather than at the next
+    request's check (ModelBackend refuses inactive users there too)."""
+    engine = import_module(settings.SESSION_ENGINE)
+    store = getattr(engine.SessionStore, "get_model_class", None)
+    if store is None:  # cookie or cache sessions: the backend check remains
+        return 0
+    model = store()
+    ended = [
+        session.pk
+        for session in model.objects.filter(expire_date__gt=timezone.now())
+        if str(session.get_decoded().get("_auth_user_id")) == str(user.pk)
+    ]
+    model.objects.filter(pk__in=ended).delete()
+    return len(ended)
+
+
+@transaction.atomic
+def user_deactivate(*, actor: Actor, user: AbstractBaseUser) -> int:
+    """Deactivate the user and end their sessions; the number ended."""
+    user = User.objects.select_for_update().get(pk=user.pk)
+    if actor.user is not None and actor.user.pk == user.pk:
+        raise ValidationError("You cannot deactivate yourself.", code="self")
+    if not user.is_active:
+        return 0
+    if _last_administrator(user):
+        raise ValidationError(
+            f"{user.get_username()} is the last Administrator.",
+            code="last_administrator",
+        )
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+    ended = _end_sessions(user)
+    audit_record(
+        actor=actor,
+        action="user.deactivate",
+        summary=f"Deactivated {user.get_username()}",
+        before={"username": user.get_username(), "active": True},
+        after={"active": False, "sessions_ended": ended},
+    )
+    return ended
+
+
+@transaction.atomic
+def user_reactivate(*, actor: Actor, user: AbstractBaseUser) -> None:
+    user = User.objects.select_for_update().get(pk=user.pk)
+    if user.is_active:
+        return
+    user.is_active = True
+    user.save(update_fields=["is_active"])
+    audit_record(
+        actor=actor,
+        action="user.reactivate",
+        summary=f"Reactivated {user.get_username()}",
+        before={"username": user.get_username(), "active": False},
+        after={"active": True},
+    )

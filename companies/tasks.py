@@ -1,0 +1,14 @@
+"""Thin tasks of the companies app: they take IDs and call services."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from .notifications import notification_deliver
+
+
+@shared_task(ignore_result=True, acks_late=True)
+def deliver_notification(*, delivery_id: int) -> None:
+    # Retries are the service's: it records the error and enqueues the next
+    # attempt with a backoff, so the delivery log shows every attempt.
+    notification_deliver(delivery_id=delivery_id)

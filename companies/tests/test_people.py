@@ -1,0 +1,229 @@
+"""Users (SPEC §10): invitations with a one-time set-password link, roles per
+company, deactivation that ends sessions at once, all audited."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.sessions.models import Session
+from django.core import mail
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from companies.audit import Actor
+from companies.models import AuditEvent, Invitation, RoleGrant
+from companies.people import (
+    Roles,
+    roles_of,
+    token_hash,
+    user_deactivate,
+    user_roles_set,
+    users_invite,
+)
+from tests.factories import CompanyFactory, RoleGrantFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+User = get_user_model()
+GOOD_PASSWORD = "correct-horse-battery-staple-42"
+
+
+@pytest.fixture
+def admin():
+    user = UserFactory(username="alice", password="alice-pw", is_staff=True)
+    RoleGrantFactory(user=user, role="administrator", company=None)
+    return user
+
+
+@pytest.fixture
+def admin_client(admin):
+    client = Client()
+    client.force_login(admin)
+    return client
+
+
+def _link_from_mail() -> str:
+    (message,) = mail.outbox
+    return re.search(r"https?://\S+/invite/(\S+)/", message.body).group(0)
+
+
+def _path(link: str) -> str:
+    return "/" + link.split("/", 3)[3]
+
+
+def test_invite_mails_a_link_and_stores_only_the_token_hash(admin_client):
+    acme = CompanyFactory(name="Acme")
+    response = admin_client.post(
+        "/users/invite/",
+        {"email": "New.Person@Example.com", f"company_{acme.pk}": "operator"},
+    )
+    assert response.status_code == 302
+    link = _link_from_mail()
+    token = link.rstrip("/").rsplit("/", 1)[1]
+    invitation = Invitation.objects.get()
+    assert invitation.email == "new.person@example.com"
+    assert invitation.token_hash == token_hash(token) != token
+    assert (
+        timedelta(hours=71)
+        < invitation.expires_at - timezone.now()
+        <= timedelta(hours=72)
+    )
+    event = AuditEvent.objects.get(action="user.invite")
+    assert token not in str(event.before) + str(event.after) + event.summary
+    assert event.after["roles"] == {"Acme": "Operator"}
+    # The list shows the open invitation; the page never shows the token.
+    page = admin_client.get("/users/").content.decode()
+    assert "new.person@example.com" in page and token not in page
+
+
+def test_invite_needs_a_role_and_a_new_address(admin_client, admin):
+    response = admin_client.post("/users/invite/", {"email": "x@example.com"})
+    assert response.status_code == 422
+    assert "Give the new user a role" in response.content.decode()
+    admin.email = "alice@example.com"
+    admin.save()
+    response = admin_client.post(
+        "/users/invite/", {"email": "ALICE@example.com", "administrator": "on"}
+    )
+    assert response.status_code == 422
+    assert "already has a console user" in response.content.decode()
+    assert not Invitation.objects.exists() and not mail.outbox
+
+
+def test_a_new_invitation_revokes_the_open_one(admin):
+    first = users_invite(
+        actor=Actor(user=admin), email="bo@example.com", roles=Roles(True, {})
+    )
+    users_invite(actor=Actor(user=admin), email="bo@example.com", roles=Roles(True, {}))
+    first.invitation.refresh_from_db()
+    assert first.invitation.revoked_at is not None
+    old_link = _path(
+        re.search(r"https?://\S+/invite/\S+/", mail.outbox[0].body).group(0)
+    )
+    assert Client().get(old_link).status_code == 404
+
+
+def test_accepting_sets_a_validated_password_once(admin):
+    acme = CompanyFactory(name="Acme")
+    users_invite(
+        actor=Actor(user=admin),
+        email="bo@example.com",
+        roles=Roles(companies={acme.pk: "support"}),
+    )
+    link = _path(_link_from_mail())
+    client = Client()
+    page = client.get(link)
+    assert page.status_code == 200
+    assert "bo@example.com" in page.content.decode()
+    # The form posts back to the page itself: the token is not in the HTML.
+    assert link.split("/")[2] not in page.content.decode()
+    weak = client.post(link, {"new_password1": "bo", "new_password2": "bo"})
+    assert weak.status_code == 422
+    assert "too short" in weak.content.decode()
+    done = client.post(
+        link, {"new_password1": GOOD_PASSWORD, "new_password2": GOOD_PASSWORD}
+    )
+    assert done.status_code == 302 and done["Location"] == "/login/"
+    user = User.objects.get(username="bo@example.com")
+    assert user.check_password(GOOD_PASSWORD) and user.is_active
+    assert roles_of(user) == Roles(companies={acme.pk: "support"})
+    assert AuditEvent.objects.filter(action="user.invite_accept", actor=user).exists()
+    # Single use.
+    again = client.post(
+        link, {"new_password1": GOOD_PASSWORD, "new_password2": GOOD_PASSWORD}
+    )
+    assert again.status_code == 404
+    assert Client().login(username="bo@example.com", password=GOOD_PASSWORD)
+
+
+def test_expired_links_are_refused(admin):
+    users_invite(actor=Actor(user=admin), email="bo@example.com", roles=Roles(True))
+    Invitation.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    response = Client().get(_path(_link_from_mail()))
+    assert response.status_code == 404
+    assert "expired" in response.content.decode()
+
+
+def test_unknown_links_are_throttled_per_address(settings, admin):
+    settings.INVITE_MAX_FAILURES_PER_ADDRESS = 3
+    users_invite(actor=Actor(user=admin), email="bo@example.com", roles=Roles(True))
+    client = Client()
+    for n in range(3):
+        assert client.get(f"/invite/guess-{n}/").status_code == 404
+    assert client.get("/invite/guess-4/").status_code == 429
+    # Even the right link waits now: guessing is not worth it.
+    assert client.get(_path(_link_from_mail())).status_code == 429
+    other = Client(REMOTE_ADDR="198.51.100.7")
+    assert other.get(_path(_link_from_mail())).status_code == 200
+
+
+def test_roles_are_replaced_and_audited(admin_client):
+    acme, globex = CompanyFactory(name="Acme"), CompanyFactory(name="Globex")
+    bob = UserFactory(username="bob")
+    RoleGrantFactory(user=bob, role="viewer", company=acme)
+    response = admin_client.post(
+        f"/users/{bob.pk}/",
+        {f"company_{acme.pk}": "operator", f"company_{globex.pk}": "viewer"},
+    )
+    assert response.status_code == 302
+    assert roles_of(bob) == Roles(companies={acme.pk: "operator", globex.pk: "viewer"})
+    event = AuditEvent.objects.get(action="user.roles")
+    assert event.before["roles"] == {"Acme": "Viewer"}
+    assert event.after["roles"] == {"Acme": "Operator", "Globex": "Viewer"}
+    bad = admin_client.post(f"/users/{bob.pk}/", {f"company_{acme.pk}": "owner"})
+    assert bad.status_code == 422
+    assert "Pick one of the listed roles" in bad.content.decode()
+
+
+def test_the_last_administrator_stays(admin, admin_client):
+    with pytest.raises(Exception, match="last Administrator"):
+        user_roles_set(actor=Actor(user=admin), user=admin, roles=Roles())
+    response = admin_client.post(f"/users/{admin.pk}/", {})
+    assert response.status_code == 422
+    assert "last Administrator" in response.content.decode()
+    assert RoleGrant.objects.filter(user=admin, company=None).exists()
+    response = admin_client.post(f"/users/{admin.pk}/deactivate/", follow=True)
+    assert "You cannot deactivate yourself" in response.content.decode()
+    admin.refresh_from_db()
+    assert admin.is_active
+    other = UserFactory(username="root", is_superuser=True)
+    with pytest.raises(Exception, match="last Administrator"):
+        # A superuser who is deactivated leaves nobody else.
+        User.objects.filter(pk=admin.pk).update(is_active=False)
+        user_deactivate(actor=Actor(user=admin), user=other)
+
+
+def test_deactivation_ends_sessions_at_once(admin_client):
+    bob = UserFactory(username="bob", password="bob-pw")
+    RoleGrantFactory(user=bob, role="viewer", company=CompanyFactory())
+    bob_browser = Client()
+    assert bob_browser.login(username="bob", password="bob-pw")
+    assert bob_browser.get("/orgs/").status_code == 200
+    assert Session.objects.count() == 2
+    response = admin_client.post(f"/users/{bob.pk}/deactivate/", follow=True)
+    assert "1 session(s) ended" in response.content.decode()
+    assert Session.objects.count() == 1  # only the Administrator's
+    assert bob_browser.get("/orgs/")["Location"].startswith("/login/")
+    assert not Client().login(username="bob", password="bob-pw")
+    event = AuditEvent.objects.get(action="user.deactivate")
+    assert event.after == {"active": False, "sessions_ended": 1}
+    admin_client.post(f"/users/{bob.pk}/reactivate/")
+    assert AuditEvent.objects.filter(action="user.reactivate").exists()
+    assert Client().login(username="bob", password="bob-pw")
+
+
+def test_user_list_queries_do_not_grow_with_users(admin_client):
+    def count() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert admin_client.get("/users/").status_code == 200
+        return len(queries)
+
+    company = CompanyFactory()
+    few = count()
+    for _ in range(15):
+        RoleGrantFactory(user=UserFactory(), role="viewer", company=company)
+    assert count() == few
