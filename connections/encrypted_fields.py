@@ -18,6 +18,7 @@ ENCRYPTED_FIELDS: list[tuple[str, str]] = [
     ("connections.SignInAttempt", "code_verifier_encrypted"),
     ("connections.SignInAttempt", "code_encrypted"),
     ("orgs.RefreshTokenRecord", "revoke_token_encrypted"),
+    ("connections.CampaignOrg", "demo_mail_encrypted"),
 ]
 
 

@@ -203,3 +203,13 @@ class CompanyStepForm(forms.Form):
 class SummaryStepForm(forms.Form):
     def __init__(self, *args: Any, wizard: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+
+
+class CampaignLinkForm(forms.Form):
+    """ "Send link": the address of the person who logs in to Salesforce."""
+
+    email = forms.EmailField(
+        label="Email address",
+        max_length=254,
+        widget=forms.EmailInput(attrs={"autocomplete": "off"}),
+    )

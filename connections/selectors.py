@@ -1,17 +1,19 @@
-"""Reads of connection changes and permission checks."""
+"""Reads of connection changes, permission checks and campaigns."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Page, Paginator
+from django.db.models import Count, Q, QuerySet
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 
-from companies.access import Capability
+from companies.access import Capability, get_object_for
 
-from .models import ConnectionChange, PermissionCheck
+from .models import Campaign, CampaignOrg, ConnectionChange, PermissionCheck
 
 if TYPE_CHECKING:
     from companies.access import AccessProfile
@@ -146,3 +148,97 @@ def permission_drift(
         for r in current.results
         if r["key"] in before and before[r["key"]] != r["granted"]
     ]
+
+
+# --- campaigns ---------------------------------------------------------------
+
+CAMPAIGN_ROWS_PER_PAGE = 50
+
+
+def campaigns_visible(*, access: AccessProfile) -> QuerySet[Campaign]:
+    """Campaigns with at least one company the user can see."""
+    ids = access.company_ids()
+    campaigns = Campaign.objects.select_related("created_by")
+    if ids is None:
+        return campaigns
+    return campaigns.filter(
+        pk__in=Campaign.companies.through.objects.filter(company_id__in=ids).values(
+            "campaign_id"
+        )
+    )
+
+
+def campaign_list(*, access: AccessProfile) -> QuerySet[Campaign]:
+    """Each campaign with its row counts (of the user's companies), in the
+    same query."""
+    rows = access.scope(CampaignOrg.objects.all())
+    finished = Q(rows__state__in=CampaignOrg.FINISHED_STATES)
+    scoped = Q(rows__in=rows)
+    return campaigns_visible(access=access).annotate(
+        total=Count("rows", filter=scoped),
+        connected=Count(
+            "rows", filter=scoped & Q(rows__state=CampaignOrg.State.CONNECTED)
+        ),
+        finished=Count("rows", filter=scoped & finished),
+    )
+
+
+def campaign_get(*, access: AccessProfile, pk: int) -> Campaign:
+    return get_object_or_404(campaigns_visible(access=access), pk=pk)
+
+
+def campaign_rows(
+    *, access: AccessProfile, campaign: Campaign
+) -> QuerySet[CampaignOrg]:
+    """The rows of the campaign in the user's companies."""
+    return access.scope(
+        CampaignOrg.objects.filter(campaign=campaign).select_related(
+            "org", "company", "link_created_by"
+        )
+    ).order_by("pk")
+
+
+def campaign_counts(*, access: AccessProfile, campaign: Campaign) -> dict[str, int]:
+    """Rows per state and in total, by one aggregate query."""
+    states = CampaignOrg.State
+    counts = access.scope(CampaignOrg.objects.filter(campaign=campaign)).aggregate(
+        total=Count("pk"),
+        **{state.value: Count("pk", filter=Q(state=state)) for state in states},
+    )
+    return {key: value or 0 for key, value in counts.items()}
+
+
+def campaign_rows_page(
+    *, access: AccessProfile, campaign: Campaign, number: Any
+) -> Page:
+    paginator = Paginator(
+        campaign_rows(access=access, campaign=campaign), CAMPAIGN_ROWS_PER_PAGE
+    )
+    return paginator.get_page(number)
+
+
+def campaign_row_for_action(
+    *, access: AccessProfile, campaign_id: int, pk: int
+) -> CampaignOrg:
+    """A row the user may act on: 404 outside their companies, 403 without
+    Re-authorize in the row's company."""
+    return get_object_for(
+        access,
+        CampaignOrg.objects.filter(campaign_id=campaign_id).select_related(
+            "campaign", "org", "company"
+        ),
+        capability=Capability.REAUTHORIZE,
+        pk=pk,
+    )
+
+
+def latest_check_since(*, org: SalesforceOrg, since: Any) -> PermissionCheck | None:
+    """The org's first permission check started at or after ``since`` (the
+    one a re-authorization started), for the link's result page."""
+    if since is None:
+        return None
+    return (
+        PermissionCheck.objects.filter(org=org, created_at__gte=since)
+        .order_by("created_at", "pk")
+        .first()
+    )

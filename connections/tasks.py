@@ -17,7 +17,9 @@ from connections.salesforce import TRANSIENT_ERRORS
 
 from .services import (
     authorization,
+    campaigns,
     changes,
+    delegation,
     finish,
     revocation,
     signin,
@@ -93,3 +95,28 @@ def prune_signin_attempts() -> None:
 def exchange_signin_code(*, attempt_id: int) -> None:
     # Never retried: the code is single-use and wiped before the exchange.
     signin.signin_exchange(attempt_id=attempt_id)
+
+
+# Campaigns (SPEC §9). The link is signed inside the task: the token is never
+# in a Celery message. A mail that fails (SMTP down) is retried; sending the
+# same link twice is harmless.
+@shared_task(
+    ignore_result=True,
+    acks_late=True,
+    autoretry_for=(OSError,),
+    retry_backoff=30,
+    retry_backoff_max=600,
+    max_retries=5,
+)
+def send_campaign_link(*, row_id: int, reminder: bool = False) -> None:
+    delegation.campaign_link_mail_send(row_id=row_id, reminder=reminder)
+
+
+@shared_task(ignore_result=True)
+def remind_campaigns() -> None:
+    delegation.campaigns_remind()
+
+
+@shared_task(ignore_result=True)
+def expire_campaigns() -> None:
+    campaigns.campaigns_expire()

@@ -7,7 +7,16 @@ from django.urls import path
 
 from vbsf import converters  # noqa: F401  (registers <id:...>)
 
-from .views import oauth, org_page, progress, settings, signin, wizard
+from .views import (
+    campaigns,
+    delegated,
+    oauth,
+    org_page,
+    progress,
+    settings,
+    signin,
+    wizard,
+)
 
 app_name = "connections"
 
@@ -70,4 +79,37 @@ org_urlpatterns = [
 # Under /policies/, in the policies namespace.
 policy_urlpatterns = [
     path("<id:pk>/edit/", org_page.policy_edit, name="edit"),
+]
+
+# Under /campaigns/, in the campaigns namespace (SPEC §9).
+campaign_urlpatterns = [
+    path("", campaigns.campaign_list, name="list"),
+    path("<id:pk>/", campaigns.campaign_detail, name="detail"),
+    path("<id:pk>/live/", campaigns.campaign_live, name="live"),
+    path(
+        "<id:pk>/rows/<id:row_pk>/reauthorize/",
+        campaigns.campaign_row_reauthorize,
+        name="row-reauthorize",
+    ),
+    path(
+        "<id:pk>/rows/<id:row_pk>/send-link/",
+        campaigns.campaign_row_send_link,
+        name="row-send-link",
+    ),
+    path(
+        "<id:pk>/rows/<id:row_pk>/copy-link/",
+        campaigns.campaign_row_copy_link,
+        name="row-copy-link",
+    ),
+    path(
+        "<id:pk>/rows/<id:row_pk>/skip/", campaigns.campaign_row_skip, name="row-skip"
+    ),
+]
+
+# Under /r/, in the delegated namespace: the pages of a delegated link,
+# opened without a console sign-in.
+delegated_urlpatterns = [
+    path("result/<id:row_id>/", delegated.delegated_result, name="result"),
+    path("result/<id:row_id>/retry/", delegated.delegated_retry, name="retry"),
+    path("<str:token>/", delegated.delegated_landing, name="landing"),
 ]

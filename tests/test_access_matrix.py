@@ -19,6 +19,8 @@ GET_RULES: dict[str, set[str] | str] = {
     "login": "public",
     "logout": "post-only",
     "healthz": "public",
+    # Prometheus: 404 unless VBSF_METRICS_TOKEN is set (tests/test_metrics.py).
+    "metrics": "no-provider",
     "orgs:list": ALL,
     "orgs:detail": ALL,
     "orgs:live": ALL,

@@ -483,3 +483,6 @@ LOGGING = {
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 ADMIN_ENABLED = envbool("ADMIN_ENABLED", True)
+# /metrics (Prometheus) answers only a scraper that sends this as a Bearer
+# token; unset, the page does not exist (404).
+METRICS_TOKEN = envstr("METRICS_TOKEN")

@@ -25,6 +25,7 @@ urlpatterns = [
     path("login/", signin.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", views.healthz, name="healthz"),
+    path("metrics", views.metrics, name="metrics"),
     path(
         "orgs/",
         include((org_urls.urlpatterns + connection_urls.org_urlpatterns, "orgs")),

@@ -1,13 +1,19 @@
-"""Pages of the project itself: the liveness check."""
+"""Pages of the project itself: the liveness check and the metrics."""
 
 from __future__ import annotations
 
+import hmac
+
+from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.db import DatabaseError, connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .metrics import metrics_registry
 
 
 @login_not_required
@@ -36,3 +42,28 @@ def render_form(
     (POST, redirect, GET), so Back and reload never resubmit."""
     status = 422 if request.method == "POST" else 200
     return render(request, template, context, status=status)
+
+
+def _bearer_matches(request: HttpRequest, token: str) -> bool:
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    )
+
+
+@login_not_required
+@require_GET
+@never_cache
+def metrics(request: HttpRequest) -> HttpResponse:
+    """The Prometheus text format; 404 while no token is configured."""
+    token = getattr(settings, "METRICS_TOKEN", "")
+    if not token:
+        raise Http404
+    if not _bearer_matches(request, token):
+        response = HttpResponse("Unauthorized\n", status=401)
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    return HttpResponse(
+        generate_latest(metrics_registry()), content_type=CONTENT_TYPE_LATEST
+    )

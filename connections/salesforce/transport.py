@@ -43,6 +43,7 @@ from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 from urllib3.exceptions import NameResolutionError, NewConnectionError
 
+from vbsf import metrics
 from vbsf.http import GuardedAdapter, blocked
 
 from .errors import (
@@ -150,6 +151,7 @@ def _retry_after(response: requests.Response) -> float:
 
 
 def _log(method: str, url: str, outcome: object, started: float, attempt: int) -> None:
+    metrics.count_salesforce_request(outcome)  # every attempt, for /metrics
     parts, elapsed_ms = urlsplit(url), (time.monotonic() - started) * 1000
     logger.info(
         "salesforce %s %s%s -> %s in %.0f ms (attempt %d)",

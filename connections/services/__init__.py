@@ -10,6 +10,8 @@ surface (netbox-style: callers import from here or from the module).
 - ``reauthorization``: starting a re-authorization
 - ``revocation``: revoking replaced and abandoned refresh tokens
 - ``signin``: Log in with Salesforce
+- ``campaigns``: re-authorization campaigns and their rows
+- ``delegation``: delegated re-authorization links (``/r/<token>/``)
 
 Every write runs in one transaction; tasks are enqueued on commit through
 ``vbsf.queue`` and take only IDs.
@@ -25,7 +27,7 @@ from .authorization import (
     connection_change_receive_code,
     required_scopes_for,
 )
-from .callback import CallbackOutcome, oauth_callback_receive
+from .callback import ANONYMOUS_PURPOSES, CallbackOutcome, oauth_callback_receive
 from .changes import (
     ACTIVATION_SCHEDULE,
     ChangeError,
@@ -58,6 +60,7 @@ from .verification import (
 
 __all__ = [
     "ACTIVATION_SCHEDULE",
+    "ANONYMOUS_PURPOSES",
     "BASE_SCOPES",
     "MAX_REVOKE_ATTEMPTS",
     "REQUIRED_SCOPES",

@@ -20,6 +20,7 @@ from orgs.models import RefreshTokenRecord, SalesforceOrg
 from vbsf.queue import enqueue_on_commit
 
 from ..models import ConnectionChange, ExternalClientApp
+from .campaigns import campaign_rows_change_refused
 from .changes import ChangeError, State
 from .revocation import access_token_revoke_quietly, change_token_revoke_later
 from .verification import permission_check_start
@@ -122,6 +123,7 @@ def connection_change_authorization_failed(
     change.failure_code = error[:40]
     change.failure_message = message[:500]
     change.save()
+    campaign_rows_change_refused(change_id=change_id, message=message)
     return message
 
 
@@ -304,4 +306,5 @@ def token_record(
         ConnectionChange.objects.filter(pk=change_id).filter(
             state__in=[State.EXCHANGING, State.ACTIVE]
         ).update(state=State.ACTIVE, failure_code=code[:40], failure_message=message)
+        campaign_rows_change_refused(change_id=change_id, message=message)
     return code

@@ -24,7 +24,11 @@ from .authorization import (
 from .changes import ChangeError
 from .signin import SignInRefused, signin_authorization_failed, signin_receive_code
 
-CHANGE_PURPOSES = ("change", "reauthorize")
+CHANGE_PURPOSES = ("change", "reauthorize", "delegated")
+# Flows that start without a console sign-in: the state bound to the
+# browser session (and, for a delegated link, the row claimed by that
+# browser) authorises their callback.
+ANONYMOUS_PURPOSES = ("signin", "delegated")
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,16 @@ def oauth_callback_receive(
     """Dispatch one callback by its flow's purpose; None for an unknown one."""
     purpose = flow.get("purpose")
     if purpose in CHANGE_PURPOSES:
-        return change_callback(change_id=int(flow["change"]), params=params, back=back)
+        # A delegated link's person lands on the link's result page, where
+        # the outcome is shown without any of the console.
+        outcome = change_callback(
+            change_id=int(flow["change"]), params=params, back=back
+        )
+        if purpose == "delegated":
+            return CallbackOutcome(
+                back, outcome.message, ok=outcome.ok, no_referrer=True
+            )
+        return outcome
     if purpose == "signin":
         return signin_callback(
             attempt_id=int(flow["attempt"]), params=params, actor=actor

@@ -15,6 +15,7 @@ from django.db.models import (
     DateTimeField,
     F,
     OuterRef,
+    Q,
     Subquery,
     Value,
 )
@@ -25,7 +26,7 @@ from companies.access import AccessProfile, Capability
 from companies.audit import Actor, audit_record
 from orgs.models import SalesforceOrg
 
-from ..models import Campaign, CampaignOrg
+from ..models import Campaign, CampaignOrg, ConnectionChange
 
 DEFAULT_DEADLINE = timedelta(days=7)
 MAX_DEADLINE = timedelta(days=90)
@@ -156,3 +157,182 @@ def campaign_rows_insert(
     names = ", ".join(connection.ops.quote_name(name) for name in columns)
     with connection.cursor() as cursor:
         cursor.execute(f"INSERT INTO {table} ({names}) {select_sql}", params)
+
+
+# --- rows -------------------------------------------------------------------
+
+UNFINISHED_STATES = (
+    CampaignOrg.State.PENDING,
+    CampaignOrg.State.LINK_SENT,
+    CampaignOrg.State.OPENED,
+    CampaignOrg.State.FAILED,
+)
+REMINDER_INTERVAL = timedelta(days=1)
+
+
+def campaign_row_event(row: CampaignOrg, text: str, **fields: object) -> None:
+    """Save the row with its last event (the campaign page shows it)."""
+    row.last_event = text[:300]
+    row.last_event_at = timezone.now()
+    for name, value in fields.items():
+        setattr(row, name, value)
+    row.save()
+
+
+def campaign_row_locked(row_id: int) -> CampaignOrg:
+    return (
+        CampaignOrg.objects.select_for_update(of=("self",))
+        .select_related("campaign", "org", "company", "link_created_by")
+        .get(pk=row_id)
+    )
+
+
+def campaign_row_check_open(row: CampaignOrg) -> None:
+    """Actions need an unfinished row of an open campaign before its deadline."""
+    if row.campaign.is_closed:
+        raise CampaignError("This campaign is closed.")
+    if row.is_finished:
+        raise CampaignError(
+            f"{row.org.label} is already {row.get_state_display().lower()} in "
+            "this campaign."
+        )
+    if row.campaign.deadline <= timezone.now():
+        raise CampaignError("The campaign's deadline has passed.")
+
+
+@transaction.atomic
+def campaign_row_skip(*, actor: Actor, row: CampaignOrg) -> CampaignOrg:
+    """Skip: the row needs nothing more; its link stops working. Skipping a
+    skipped row changes nothing."""
+    row = campaign_row_locked(row.pk)
+    if row.state == CampaignOrg.State.SKIPPED:
+        return row
+    campaign_row_check_open(row)
+    campaign_row_event(
+        row,
+        f"Skipped by {actor.username}",
+        state=CampaignOrg.State.SKIPPED,
+        link_nonce="",
+        browser_binding="",
+    )
+    audit_record(
+        actor=actor,
+        action="campaign.row_skip",
+        org=row.org,
+        summary=f"Skipped {row.org.label} in campaign “{row.campaign.name}”",
+        after={"campaign": row.campaign_id, "row": row.pk},
+    )
+    campaign_close_if_done(campaign_id=row.campaign_id)
+    return row
+
+
+def campaign_rows_change_finished(*, change: ConnectionChange) -> None:
+    """A re-authorization was applied (inside ``reauthorization_apply``'s
+    transaction): rows linked to it, and unfinished rows of the same org in
+    open campaigns, become connected as the new user; their links are used
+    up. Audited with the link's creator, the Salesforce user and the address
+    the person came from."""
+    rows = list(
+        CampaignOrg.objects.select_for_update(of=("self",))
+        .select_related("campaign", "org", "link_created_by")
+        .filter(
+            Q(change_id=change.pk)
+            | Q(
+                org_id=change.org_id,
+                state__in=UNFINISHED_STATES,
+                campaign__closed_at__isnull=True,
+            )
+        )
+        .exclude(state__in=CampaignOrg.FINISHED_STATES)
+    )
+    now = timezone.now()
+    for row in rows:
+        through_link = row.change_id == change.pk and bool(row.browser_binding)
+        campaign_row_event(
+            row,
+            f"Connected as {change.new_username or change.new_user_id}"
+            + (" through the link" if through_link else ""),
+            state=CampaignOrg.State.CONNECTED,
+            connected_as_username=change.new_username or change.new_user_id,
+            change=change,
+            link_nonce="",
+            link_used_at=now if through_link else row.link_used_at,
+        )
+        if through_link:
+            creator = row.link_created_by
+            audit_record(
+                actor=Actor(user=creator, ip_address=change.created_from),
+                action="campaign.link_used",
+                org=row.org,
+                summary=f"Link from {creator.get_username() if creator else 'system'}"
+                f" used by Salesforce user {change.new_username} from "
+                f"{change.created_from or 'an unknown address'}",
+                after={
+                    "campaign": row.campaign_id,
+                    "row": row.pk,
+                    "link_created_by": creator.get_username() if creator else "",
+                    "salesforce_user": change.new_username,
+                    "address": change.created_from,
+                },
+            )
+    for campaign_id in {row.campaign_id for row in rows}:
+        campaign_close_if_done(campaign_id=campaign_id)
+
+
+def campaign_rows_change_refused(*, change_id: int, message: str) -> None:
+    """The login went wrong (wrong org, declined, Salesforce refused): the
+    rows of that change are failed with the reason; a link stays usable in
+    the same browser until the deadline."""
+    rows = CampaignOrg.objects.select_for_update().filter(
+        change_id=change_id, state__in=UNFINISHED_STATES
+    )
+    for row in rows:
+        campaign_row_event(row, message, state=CampaignOrg.State.FAILED)
+
+
+def campaign_close_if_done(*, campaign_id: int) -> bool:
+    """Close the campaign once every row is connected, skipped or expired."""
+    open_rows = CampaignOrg.objects.filter(campaign_id=campaign_id).exclude(
+        state__in=CampaignOrg.FINISHED_STATES
+    )
+    if open_rows.exists():
+        return False
+    return bool(
+        Campaign.objects.filter(pk=campaign_id, closed_at__isnull=True).update(
+            closed_at=timezone.now()
+        )
+    )
+
+
+# --- beat -------------------------------------------------------------------
+
+
+def campaigns_expire() -> int:
+    """Beat: rows of campaigns past their deadline expire (their links stop
+    working); campaigns with every row finished close. Idempotent."""
+    now = timezone.now()
+    expired = 0
+    for campaign in Campaign.objects.filter(closed_at__isnull=True).order_by("pk"):
+        with transaction.atomic():
+            if campaign.deadline <= now:
+                expired_rows = CampaignOrg.objects.filter(
+                    campaign=campaign, state__in=UNFINISHED_STATES
+                ).update(
+                    state=CampaignOrg.State.EXPIRED,
+                    link_nonce="",
+                    browser_binding="",
+                    last_event="Expired at the deadline",
+                    last_event_at=now,
+                    updated_at=now,
+                )
+                if expired_rows:
+                    expired += expired_rows
+                    audit_record(
+                        actor=Actor.system(),
+                        action="campaign.expire",
+                        summary=f"Campaign “{campaign.name}”: {expired_rows} orgs "
+                        "expired at the deadline",
+                        after={"campaign": campaign.pk, "expired": expired_rows},
+                    )
+            campaign_close_if_done(campaign_id=campaign.pk)
+    return expired

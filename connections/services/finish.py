@@ -23,6 +23,7 @@ from orgs.services import org_create, org_locked, org_snapshot, orgs_move
 from orgs.tokens import org_refresh_token_store
 
 from ..models import ConnectionChange, PermissionCheck, WizardState
+from .campaigns import campaign_rows_change_finished, campaign_rows_change_refused
 from .changes import ChangeError, State
 from .revocation import change_token_abandon, change_token_revoke_later
 from .verification import permission_check_start
@@ -169,6 +170,9 @@ def reauthorization_apply(*, change_id: int) -> str:
         change.finished_at = timezone.now()
         change.save()
         change_token_abandon(change=change)
+        campaign_rows_change_refused(
+            change_id=change.pk, message=change.failure_message
+        )
         return "conflict"
     before = org_snapshot(org)
     org.last_checked_at = timezone.now()
@@ -186,6 +190,7 @@ def reauthorization_apply(*, change_id: int) -> str:
         after=org_snapshot(org),
     )
     permission_check_start(actor=Actor(user=change.created_by), org=org)
+    campaign_rows_change_finished(change=change)
     return "applied"
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -112,3 +114,73 @@ def test_creation_takes_the_same_queries_for_10_and_1000_orgs(world):
         counts.append(len(ctx.captured_queries))
     assert counts[0] == counts[1]
     assert CampaignOrg.objects.count() == 1010
+
+
+# --- pages and links ---------------------------------------------------------
+
+
+def _campaign(world, n_extra: int = 0):
+    admin = world.users["administrator"]
+    ids = [world.acme_org.pk, world.globex_org.pk]
+    ids += [SalesforceOrgFactory(company=world.acme).pk for _ in range(n_extra)]
+    campaign, _ = _create(admin, ids)
+    return campaign
+
+
+def _copy_link(client, campaign, row) -> str:
+    response = client.post(
+        f"/campaigns/{campaign.pk}/rows/{row.pk}/copy-link/", HTTP_HX_REQUEST="true"
+    )
+    assert response.status_code == 200
+    return re.search(r"(/r/[^<\s\"]+/)", response.content.decode()).group(1)
+
+
+def test_operator_sees_only_rows_of_own_companies(world):
+    campaign = _campaign(world)
+    page = world.client_for("operator").get(f"/campaigns/{campaign.pk}/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "acme-prod" in html and "globex-prod" not in html
+    assert "Re-authorize now" in html and "Send link" in html
+    assert "/r/" not in html  # a link is never in the page by default
+
+
+def test_viewer_reads_but_cannot_act(world):
+    campaign = _campaign(world)
+    row = campaign.rows.get(org=world.acme_org)
+    viewer = world.client_for("viewer")
+    html = viewer.get(f"/campaigns/{campaign.pk}/").content.decode()
+    assert "acme-prod" in html and "Copy link" not in html
+    assert (
+        viewer.post(f"/campaigns/{campaign.pk}/rows/{row.pk}/skip/").status_code == 403
+    )
+    other = campaign.rows.get(org=world.globex_org)
+    operator = world.client_for("operator")
+    assert (
+        operator.post(f"/campaigns/{campaign.pk}/rows/{other.pk}/skip/").status_code
+        == 404
+    )
+
+
+def test_campaign_of_other_companies_is_not_found(world):
+    campaign, _ = _create(world.users["administrator"], [world.globex_org.pk])
+    assert (
+        world.client_for("operator").get(f"/campaigns/{campaign.pk}/").status_code
+        == 404
+    )
+
+
+def test_copy_link_opens_the_landing_page_without_a_session(world):
+    campaign = _campaign(world)
+    row = campaign.rows.get(org=world.acme_org)
+    path = _copy_link(world.client_for("operator"), campaign, row)
+    landing = Client().get(path)
+    assert landing.status_code == 200
+    html = landing.content.decode()
+    assert world.acme_org.org_id in html and "Acme" in html
+    assert "Log in with Salesforce" in html
+    assert "Organizations" not in html  # none of the console
+    row.refresh_from_db()
+    assert row.state == "opened" and row.link_opened_at is not None
+    event = AuditEvent.objects.get(action="campaign.link_copy")
+    assert "/r/" not in str(event.after) + event.summary

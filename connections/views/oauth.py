@@ -68,7 +68,8 @@ def oauth_callback(request: HttpRequest) -> HttpResponse:
     """The one callback URL for every org. Hands the code to a task."""
     flow = oauth_flows.take(request, request.GET.get("state", ""))
     if flow is None or (
-        flow.get("purpose") != "signin" and not request.user.is_authenticated
+        flow.get("purpose") not in services.ANONYMOUS_PURPOSES
+        and not request.user.is_authenticated
     ):
         return render(request, "connections/callback_refused.html", status=403)
     back = flow.get("back", "/")

@@ -1,0 +1,186 @@
+"""Re-authorization campaigns (SPEC §9): the list, a campaign's page with
+live counts and rows, and the per-row actions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+
+from companies.access import Capability
+from companies.audit import Actor
+from companies.decorators import require_capability
+from vbsf.views import render_form
+
+from .. import oauth_flows, selectors
+from ..forms import CampaignLinkForm
+from ..models import Campaign, CampaignOrg
+from ..services import campaigns, delegation
+
+
+def campaign_context(
+    request: HttpRequest,
+    campaign: Campaign,
+    *,
+    bad_email: tuple[int, str, list[str]] | None = None,
+) -> dict[str, Any]:
+    """The page's counts and rows; ``bad_email`` is (row, typed, errors) of
+    a "Send link" that came back with its error."""
+    access = request.access  # type: ignore[attr-defined]
+    page = selectors.campaign_rows_page(
+        access=access, campaign=campaign, number=request.GET.get("page")
+    )
+    rows = list(page.object_list)
+    for row in rows:
+        row.may_act = (
+            not campaign.is_closed
+            and not row.is_finished
+            and access.can(Capability.REAUTHORIZE, row.company_id)
+        )
+        row.demo_mail = delegation.campaign_demo_mail(row) if row.may_act else ""
+        row.email_value, row.email_errors = row.email, []
+        if bad_email and bad_email[0] == row.pk:
+            row.email_value, row.email_errors = bad_email[1], bad_email[2]
+    counts = selectors.campaign_counts(access=access, campaign=campaign)
+    return {
+        "campaign": campaign,
+        "counts": counts,
+        "state_counts": [
+            (value, label, counts[value]) for value, label in CampaignOrg.State.choices
+        ],
+        "page": page,
+        "rows": rows,
+    }
+
+
+@require_GET
+@require_capability(Capability.VIEW)
+def campaign_list(request: HttpRequest) -> HttpResponse:
+    access = request.access  # type: ignore[attr-defined]
+    campaigns_page = Paginator(selectors.campaign_list(access=access), 50).get_page(
+        request.GET.get("page")
+    )
+    return render(
+        request,
+        "connections/campaign_list.html",
+        {"page": campaigns_page, "may_start": access.can(Capability.REAUTHORIZE)},
+    )
+
+
+@require_GET
+@require_capability(Capability.VIEW)
+def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    campaign = selectors.campaign_get(access=request.access, pk=pk)  # type: ignore[attr-defined]
+    return render(
+        request, "connections/campaign_detail.html", campaign_context(request, campaign)
+    )
+
+
+@require_GET
+@require_capability(Capability.VIEW)
+@never_cache
+def campaign_live(request: HttpRequest, pk: int) -> HttpResponse:
+    """Counts and rows, polled by htmx while the campaign is open."""
+    campaign = selectors.campaign_get(access=request.access, pk=pk)  # type: ignore[attr-defined]
+    return render(
+        request, "connections/_campaign_live.html", campaign_context(request, campaign)
+    )
+
+
+def row_for_action(request: HttpRequest, pk: int, row_pk: int) -> CampaignOrg:
+    return selectors.campaign_row_for_action(
+        access=request.access,  # type: ignore[attr-defined]
+        campaign_id=pk,
+        pk=row_pk,
+    )
+
+
+def back_to(row: CampaignOrg) -> HttpResponse:
+    return redirect("campaigns:detail", pk=row.campaign_id)
+
+
+@require_POST
+@require_capability(Capability.REAUTHORIZE)
+def campaign_row_reauthorize(
+    request: HttpRequest, pk: int, row_pk: int
+) -> HttpResponse:
+    """ "Re-authorize now": the console user logs in himself, through the
+    same flow as the org page's Re-authorize connection."""
+    row = row_for_action(request, pk, row_pk)
+    try:
+        change, auth = delegation.campaign_row_reauthorize_start(
+            actor=Actor.from_request(request), row=row
+        )
+    except campaigns.CampaignError as exc:
+        messages.error(request, str(exc))
+        return back_to(row)
+    back = reverse("campaigns:detail", kwargs={"pk": row.campaign_id})
+    oauth_flows.remember(
+        request, state=auth.state, purpose="reauthorize", change=change.pk, back=back
+    )
+    return HttpResponseRedirect(auth.url)
+
+
+@require_POST
+@require_capability(Capability.REAUTHORIZE)
+def campaign_row_send_link(request: HttpRequest, pk: int, row_pk: int) -> HttpResponse:
+    row = row_for_action(request, pk, row_pk)
+    form = CampaignLinkForm(request.POST, prefix=f"row{row.pk}")
+    if not form.is_valid():
+        typed = request.POST.get(f"row{row.pk}-email", "")[:254]
+        context = campaign_context(
+            request, row.campaign, bad_email=(row.pk, typed, form.errors["email"])
+        )
+        return render_form(request, "connections/campaign_detail.html", context)
+    try:
+        delegation.campaign_row_link_send(
+            actor=Actor.from_request(request), row=row, email=form.cleaned_data["email"]
+        )
+    except campaigns.CampaignError as exc:
+        messages.error(request, str(exc))
+        return back_to(row)
+    messages.success(
+        request, f"Link for {row.org.label} sent to {form.cleaned_data['email']}."
+    )
+    return back_to(row)
+
+
+@require_POST
+@require_capability(Capability.REAUTHORIZE)
+@never_cache
+def campaign_row_copy_link(request: HttpRequest, pk: int, row_pk: int) -> HttpResponse:
+    """ "Copy link": answers the link once (an htmx fragment, or a small page
+    without JavaScript); it is never in the campaign page's HTML."""
+    row = row_for_action(request, pk, row_pk)
+    try:
+        url = delegation.campaign_row_link_copy(
+            actor=Actor.from_request(request), row=row
+        )
+    except campaigns.CampaignError as exc:
+        messages.error(request, str(exc))
+        return back_to(row)
+    template = (
+        "connections/_campaign_link.html"
+        if request.headers.get("HX-Request")
+        else "connections/campaign_link.html"
+    )
+    response = render(request, template, {"row": row, "url": url})
+    response["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+@require_POST
+@require_capability(Capability.REAUTHORIZE)
+def campaign_row_skip(request: HttpRequest, pk: int, row_pk: int) -> HttpResponse:
+    row = row_for_action(request, pk, row_pk)
+    try:
+        campaigns.campaign_row_skip(actor=Actor.from_request(request), row=row)
+    except campaigns.CampaignError as exc:
+        messages.error(request, str(exc))
+    return back_to(row)
