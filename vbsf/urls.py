@@ -49,6 +49,11 @@ urlpatterns = [
         ),
     ),
     path("", include("connections.urls")),
+    path(
+        "campaigns/",
+        include((connection_urls.campaign_urlpatterns, "campaigns")),
+    ),
+    path("r/", include((connection_urls.delegated_urlpatterns, "delegated"))),
     path("audit/", company_views.audit_index, name="audit"),
     path("users/", include((company_urls.user_urlpatterns, "users"))),
     path("invite/<str:token>/", company_urls.invite_view, name="invite"),
