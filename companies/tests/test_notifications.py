@@ -1,0 +1,252 @@
+"""Notifications (SPEC §10): recipients and a signed webhook per company,
+Send test, and deliveries tried a bounded number of times."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import socket
+from unittest import mock
+
+import pytest
+import responses
+from django.test import Client
+
+from companies import notifications
+from companies.audit import Actor
+from companies.models import (
+    AuditEvent,
+    Incident,
+    NotificationChannel,
+    NotificationDelivery,
+)
+from companies.notifications import notification_deliver, notification_settings_save
+from tests.factories import CompanyFactory, RoleGrantFactory, UserFactory
+from vbsf import encryption
+from vbsf.http import OutboundError, post_json
+
+pytestmark = pytest.mark.django_db
+HOOK = "https://hooks.example.com/console"
+Delivery = NotificationDelivery
+
+
+@pytest.fixture
+def admin():
+    user = UserFactory(username="alice", is_staff=True)
+    RoleGrantFactory(user=user, role="administrator", company=None)
+    return user
+
+
+@pytest.fixture
+def admin_client(admin):
+    client = Client()
+    client.force_login(admin)
+    return client
+
+
+@pytest.fixture
+def sent_tasks():
+    """The tasks sent to the broker: (kwargs, countdown)."""
+    with mock.patch("celery.app.task.Task.apply_async") as apply_async:
+        yield apply_async
+
+
+@pytest.fixture
+def acme():
+    return CompanyFactory(name="Acme", contact_emails="ops@acme.example")
+
+
+def _save(client: Client, company, **data):
+    form = {"contact_emails": company.contact_emails, "webhook_enabled": "on"}
+    return client.post(f"/settings/notifications/{company.pk}/", form | data)
+
+
+def test_the_webhook_secret_is_shown_once_and_stored_encrypted(admin_client, acme):
+    response = _save(admin_client, acme, webhook_url=HOOK)
+    assert response.status_code == 302
+    channel = NotificationChannel.objects.get(company=acme)
+    secret = encryption.decrypt(channel.secret_encrypted)
+    assert secret.startswith("whsec_") and secret not in channel.secret_encrypted
+    first = admin_client.get(response["Location"])
+    assert secret in first.content.decode()
+    assert "no-store" in first["Cache-Control"]
+    again = admin_client.get(response["Location"])
+    assert secret not in again.content.decode()
+    event = AuditEvent.objects.get(action="notification.settings")
+    assert secret not in json.dumps([event.before, event.after, event.summary])
+    assert event.after["secret_fingerprint"] == encryption.fingerprint(secret)
+    # A new secret replaces it, is shown once, and is audited by fingerprint.
+    rotated = admin_client.post(f"/settings/notifications/{acme.pk}/rotate-secret/")
+    new = encryption.decrypt(NotificationChannel.objects.get().secret_encrypted)
+    assert new != secret
+    assert new in admin_client.get(rotated["Location"]).content.decode()
+    assert AuditEvent.objects.filter(action="notification.secret_rotate").exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://hooks.example.com/x", "Only https://"),
+        ("https://127.0.0.1/x", "not a public one"),
+        ("https://10.1.2.3/x", "not a public one"),
+        ("https://[::1]/x", "not a public one"),
+        ("https://user:pw@hooks.example.com/x", "user name or password"),
+        ("hooks", "Enter a full https:// address"),
+    ],
+)
+def test_webhook_urls_that_are_refused(admin_client, acme, settings, url, message):
+    settings.WEBHOOK_ALLOWED_HOSTS = []
+    response = _save(admin_client, acme, webhook_url=url)
+    assert response.status_code == 422
+    assert message in response.content.decode()
+    assert not NotificationChannel.objects.exists()
+
+
+def test_bad_recipients_change_nothing(admin_client, acme):
+    response = _save(admin_client, acme, contact_emails="ops@acme.example, nope")
+    assert response.status_code == 422
+    assert "nope is not an email address" in response.content.decode()
+    acme.refresh_from_db()
+    assert acme.contact_emails == "ops@acme.example"
+
+
+def test_send_test_makes_one_delivery_per_channel(
+    admin, admin_client, acme, sent_tasks, django_capture_on_commit_callbacks
+):
+    notification_settings_save(
+        actor=Actor(user=admin),
+        company=acme,
+        contact_emails="ops@acme.example",
+        webhook_url=HOOK,
+        webhook_enabled=True,
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(f"/settings/notifications/{acme.pk}/test/")
+    assert response.status_code == 302
+    kinds = sorted(Delivery.objects.values_list("kind", flat=True))
+    assert kinds == ["email", "webhook"]
+    assert sent_tasks.call_count == 2
+    assert AuditEvent.objects.get(action="notification.test").after == {
+        "channels": ["email", "webhook"]
+    }
+    page = admin_client.get(response["Location"]).content.decode()
+    assert "Delivery log" in page and 'hx-trigger="every 2s"' in page
+
+
+def _webhook_delivery(company, admin) -> tuple[Delivery, str]:
+    secret = notification_settings_save(
+        actor=Actor(user=admin),
+        company=company,
+        contact_emails="",
+        webhook_url=HOOK,
+        webhook_enabled=True,
+    )
+    company.refresh_from_db()
+    (delivery,) = notifications.notification_test_send(
+        actor=Actor(user=admin), company=company
+    )
+    return delivery, secret
+
+
+@responses.activate
+def test_a_webhook_is_signed_with_the_channel_secret(admin, acme, sent_tasks):
+    delivery, secret = _webhook_delivery(acme, admin)
+    responses.post(HOOK, status=204)
+    assert notification_deliver(delivery_id=delivery.pk) == "sent"
+    (call,) = responses.calls
+    body = call.request.body
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    assert call.request.headers["X-Console-Signature"] == f"sha256={expected}"
+    assert call.request.headers["Content-Type"] == "application/json"
+    payload = json.loads(body)
+    assert payload["company"] == {"id": acme.pk, "name": "Acme"}
+    assert payload["status"] == "test" and payload["text"].startswith("*Test")
+    assert set(payload) >= {"incident", "orgs", "reason", "links", "text"}
+    delivery.refresh_from_db()
+    assert (delivery.state, delivery.attempts) == ("sent", 1)
+    # Sent is final: a duplicate task sends nothing.
+    assert notification_deliver(delivery_id=delivery.pk) == "skipped"
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_failures_retry_with_backoff_then_stop(admin, acme, settings, sent_tasks):
+    settings.NOTIFICATION_MAX_ATTEMPTS = 3
+    settings.NOTIFICATION_RETRY_BACKOFF = 10
+    delivery, _ = _webhook_delivery(acme, admin)
+    responses.post(HOOK, status=503)
+    countdowns = []
+    for _ in range(3):
+        with mock.patch("companies.notifications.enqueue_on_commit") as enqueue:
+            notification_deliver(delivery_id=delivery.pk)
+        countdowns += [c.kwargs["countdown"] for c in enqueue.call_args_list]
+    delivery.refresh_from_db()
+    assert (delivery.state, delivery.attempts) == ("failed", 3)
+    assert delivery.last_error == "The webhook answered HTTP 503."
+    assert len(countdowns) == 2  # no retry after the last attempt
+    assert 5 <= countdowns[0] <= 10 and 10 <= countdowns[1] <= 20
+
+
+@responses.activate
+def test_redirects_are_not_followed(admin, acme, sent_tasks):
+    delivery, _ = _webhook_delivery(acme, admin)
+    responses.post(HOOK, status=302, headers={"Location": "http://169.254.169.254/"})
+    assert notification_deliver(delivery_id=delivery.pk) == "failed"
+    assert len(responses.calls) == 1
+    delivery.refresh_from_db()
+    assert "redirect (HTTP 302)" in delivery.last_error
+
+
+def test_hosts_resolving_to_private_addresses_are_refused(settings):
+    settings.WEBHOOK_ALLOWED_HOSTS = []
+    infos = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.5", 443))]
+    with (
+        mock.patch("socket.getaddrinfo", return_value=infos),
+        mock.patch("urllib3.util.connection.create_connection") as connect,
+        pytest.raises(OutboundError, match="non-public address: not sent"),
+    ):
+        post_json(HOOK, b"{}", {})
+    connect.assert_not_called()
+
+
+def test_listed_hosts_may_be_private(settings):
+    settings.WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
+    settings.WEBHOOK_CONNECT_TIMEOUT = 1
+    # Nothing listens on port 9 (discard): refused, not blocked.
+    with pytest.raises(OutboundError, match="could not be reached"):
+        post_json("https://127.0.0.1:9/hook", b"{}", {})
+
+
+def test_an_incident_gives_one_message_per_channel_when_it_opens_and_closes(
+    admin, acme, sent_tasks, django_capture_on_commit_callbacks
+):
+    notification_settings_save(
+        actor=Actor(user=admin),
+        company=acme,
+        contact_emails="ops@acme.example",
+        webhook_url=HOOK,
+        webhook_enabled=True,
+    )
+    incident = Incident.objects.create(company=acme)
+    orgs = [
+        {
+            "alias": "acme-prod",
+            "org_id": "00D000000000001EAA",
+            "status": "failed",
+            "reason": "Salesforce refused the refresh token",
+            "url": "http://console/orgs/1/",
+        }
+    ]
+    with django_capture_on_commit_callbacks(execute=True):
+        notifications.incident_notify(incident=incident, event="opened", orgs=orgs)
+        notifications.incident_notify(incident=incident, event="opened", orgs=orgs)
+    opened = Delivery.objects.filter(incident=incident, event="opened")
+    assert sorted(opened.values_list("kind", flat=True)) == ["email", "webhook"]
+    email = opened.get(kind="email").payload
+    assert "need attention" in email["subject"]
+    assert "acme-prod: Salesforce refused" in email["text"]
+    hook = opened.get(kind="webhook").payload
+    assert hook["status"] == "failing" and hook["orgs"] == orgs
+    assert hook["incident"]["id"] == incident.pk
+    assert sent_tasks.call_count == 2
