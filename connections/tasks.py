@@ -17,6 +17,7 @@ from connections.salesforce import TRANSIENT_ERRORS
 
 from .services import (
     authorization,
+    bulk,
     campaigns,
     changes,
     delegation,
@@ -67,9 +68,6 @@ def revoke_old_token(*, change_id: int) -> None:
     revocation.revoke_old_token(change_id=change_id)
 
 
-@shared_task(ignore_result=True)
-def resume_connection_changes() -> None:
-    changes.connection_changes_resume()
 @shared_task(
     ignore_result=True,
     acks_late=True,
@@ -84,6 +82,9 @@ def revoke_refresh_token(*, record_id: int) -> None:
     revocation.token_record_revoke(record_id=record_id)
 
 
+@shared_task(ignore_result=True)
+def resume_connection_changes() -> None:
+    changes.connection_changes_resume()
 
 
 @shared_task(ignore_result=True)
@@ -120,3 +121,27 @@ def remind_campaigns() -> None:
 @shared_task(ignore_result=True)
 def expire_campaigns() -> None:
     campaigns.campaigns_expire()
+
+
+# Bulk actions (SPEC §9): one fan-out, then at most VBSF_BULK_CONCURRENCY
+# chunks, each running its orgs in turn. A chunk whose orgs met a transient
+# failure runs again later (it skips the orgs that have a result); its last
+# try records the failure, so the action always finishes.
+@shared_task(ignore_result=True, acks_late=True)
+def bulk_action_fan_out(*, bulk_action_id: int) -> None:
+    bulk.bulk_action_fan_out(bulk_action_id=bulk_action_id)
+
+
+@shared_task(bind=True, ignore_result=True, acks_late=True, max_retries=3)
+def bulk_action_chunk(self, *, bulk_action_id: int, chunk: int, chunks: int) -> None:
+    outcome = bulk.bulk_action_chunk_run(
+        bulk_action_id=bulk_action_id,
+        chunk=chunk,
+        chunks=chunks,
+        final=self.request.retries >= self.max_retries,
+    )
+    if outcome == "continue":  # out of time: a fresh task goes on
+        self.apply_async(kwargs=self.request.kwargs)
+    elif outcome == "retry":
+        countdown = random.uniform(1, 2 ** (self.request.retries + 2))
+        raise self.retry(countdown=countdown)

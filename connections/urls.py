@@ -8,6 +8,7 @@ from django.urls import path
 from vbsf import converters  # noqa: F401  (registers <id:...>)
 
 from .views import (
+    bulk,
     campaigns,
     delegated,
     oauth,
@@ -58,6 +59,8 @@ urlpatterns = [
 
 # Under /orgs/, in the orgs namespace.
 org_urlpatterns = [
+    path("bulk/", bulk.bulk_action, name="bulk"),
+    path("bulk/<id:pk>/", bulk.bulk_progress, name="bulk-progress"),
     path("add/", wizard.add_organization, name="add"),
     path("add/<slug:step>/", wizard.add_organization, name="add-step"),
     path("<id:pk>/", org_page.org_detail, name="detail"),

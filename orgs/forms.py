@@ -1,11 +1,13 @@
-"""Forms for the org pages: list filters."""
+"""Forms for the org pages: list filters, the bulk selection, settings."""
 
 from __future__ import annotations
 
 from django import forms
+from django.http import QueryDict
+from django.urls import reverse
 
 from companies.models import Company
-from vbsf.forms import IdChoiceField
+from vbsf.forms import IdChoiceField, parse_id
 
 from .models import BackupPolicy, ConnectionStatus
 
@@ -95,17 +97,106 @@ class OrgUrlForm(forms.Form):
     )
 
 
-class QueueSelectionForm(forms.Form):
-    orgs = forms.TypedMultipleChoiceField(
-        coerce=int,
-        choices=[],
-        required=True,
-        error_messages={"required": "Select at least one org."},
-    )
+# Ticked rows come from one page (50 rows); a longer list is not a page's.
+MAX_TICKED = 500
+SELECTION_SOURCES = [("list", "Salesforce orgs"), ("queue", "Queue")]
 
-    def __init__(self, *args: object, org_ids: list[int], **kwargs: object) -> None:
+
+class OrgIdListField(forms.Field):
+    """Ticked org IDs (the ``orgs`` checkboxes); anything else is refused
+    before the database is asked."""
+
+    widget = forms.MultipleHiddenInput
+
+    def to_python(self, value: object) -> list[int]:
+        if value in self.empty_values:
+            return []
+        values = value if isinstance(value, list | tuple) else [value]
+        ids = [parse_id(str(v)) for v in values]
+        if any(pk is None for pk in ids):
+            raise forms.ValidationError(
+                "The selection holds something that is not an org."
+            )
+        return list(dict.fromkeys(ids))  # type: ignore[arg-type]
+
+
+class BulkSelectionForm(forms.Form):
+    """The one selection of the org list and the queue: rows ticked one by
+    one, or every org matching the list's filter across pages ("Select all
+    N matching"), and the bulk action to run on them."""
+
+    action = forms.ChoiceField(
+        choices=[],
+        error_messages={
+            "required": "Choose an action.",
+            "invalid_choice": "Choose one of the actions offered.",
+        },
+    )
+    orgs = OrgIdListField(required=False)
+    all_matching = forms.BooleanField(required=False)
+    filter_query = forms.CharField(required=False, max_length=500)
+    source = forms.ChoiceField(choices=SELECTION_SOURCES, initial="list")
+
+    def __init__(
+        self,
+        *args: object,
+        actions: list[tuple[str, str]],
+        companies: object,
+        **kwargs: object,
+    ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.fields["orgs"].choices = [(pk, pk) for pk in org_ids]
-        self.fields["orgs"].error_messages["invalid_choice"] = (
-            "Some selected orgs are not in your queue any more."
-        )
+        self.fields["action"].choices = actions
+        self.companies = companies
+
+    def clean_filter_query(self) -> str:
+        # The list's own parameters only; the page and the progress line's
+        # action are not part of the filter.
+        query = QueryDict(self.cleaned_data["filter_query"], mutable=True)
+        for name in ("page", "bulk"):
+            query.pop(name, None)
+        return query.urlencode()
+
+    def clean(self) -> dict[str, object]:
+        data = super().clean()
+        if "orgs" not in data or "filter_query" not in data:
+            return data
+        if data.get("all_matching"):
+            data["orgs"] = None
+            if data.get("source") == "list":
+                query = QueryDict(data["filter_query"])
+                filters = OrgFilterForm(query or None, companies=self.companies)
+                if query and not filters.is_valid():
+                    raise forms.ValidationError(
+                        "The list's filter is not valid; nothing was done."
+                    )
+                data["filters"] = filters.selector_filters()
+        elif not data["orgs"]:
+            raise forms.ValidationError("Select at least one org.")
+        elif len(data["orgs"]) > MAX_TICKED:
+            raise forms.ValidationError(
+                f"Tick at most {MAX_TICKED} orgs, or use “Select all matching”."
+            )
+        else:
+            data["filter_query"] = ""  # ticked rows: the filter did not choose
+        return data
+
+    def selector_args(self) -> dict[str, object]:
+        """The selection as ``selectors.org_selection`` arguments."""
+        data = self.cleaned_data
+        return {
+            "org_ids": data["orgs"],
+            "queue": data["source"] == "queue",
+            "filters": data.get("filters"),
+        }
+
+
+def bulk_back_url(
+    source: str, filter_query: str = "", bulk_id: int | None = None
+) -> str:
+    """The page a bulk action was started from, with its filter and the
+    action's progress line."""
+    query = QueryDict(filter_query if source == "list" else "", mutable=True)
+    if bulk_id is not None:
+        query["bulk"] = str(bulk_id)
+    url = reverse("orgs:queue" if source == "queue" else "orgs:list")
+    return f"{url}?{query.urlencode()}" if query else url

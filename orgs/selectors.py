@@ -60,6 +60,26 @@ def org_list(
     return qs.order_by("alias", "org_id")
 
 
+def org_selection(
+    *,
+    access: AccessProfile,
+    org_ids: list[int] | None = None,
+    queue: bool = False,
+    filters: dict[str, object] | None = None,
+) -> list[tuple[int, int]]:
+    """``(pk, company_id)`` of the orgs a bulk action was asked for, among
+    those the user may see: the ticked ``org_ids``, or every org matching
+    the list's ``filters`` (or the whole queue) across pages. One
+    ``values_list`` query; no row is rendered."""
+    if org_ids is not None:
+        qs = access.scope(SalesforceOrg.objects.filter(pk__in=org_ids))
+    elif queue:
+        qs = queue_orgs(access=access)
+    else:
+        qs = org_list(access=access, **(filters or {}))  # type: ignore[arg-type]
+    return list(qs.order_by("pk").values_list("pk", "company_id"))
+
+
 def org_get(
     *, access: AccessProfile, pk: int, capability: Capability = Capability.VIEW
 ) -> SalesforceOrg:

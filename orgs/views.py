@@ -21,10 +21,11 @@ from companies.audit import Actor
 from companies.decorators import require_capability
 from companies.forms import MoveOrgsForm
 from companies.models import Company
+from vbsf.forms import parse_id
 from vbsf.views import render_form
 
 from . import pictures, selectors
-from .forms import OrgFilterForm, OrgSettingsForm, OrgUrlForm, QueueSelectionForm
+from .forms import OrgFilterForm, OrgSettingsForm, OrgUrlForm
 from .health import orgs_check_now, orgs_checking
 from .models import ConnectionStatus
 from .services import ConcurrentChange, org_update, orgs_move
@@ -62,7 +63,8 @@ def org_index(request: HttpRequest) -> HttpResponse:
     page = Paginator(orgs, PAGE_SIZE).get_page(request.GET.get("page"))
     querystring = request.GET.copy()
     querystring.pop("page", None)
-    context = {
+    querystring.pop("bulk", None)  # the progress line is not a filter
+    context = bulk_context(request) | {
         "form": form,
         "page": page,
         "orgs": page.object_list,
@@ -70,6 +72,21 @@ def org_index(request: HttpRequest) -> HttpResponse:
         "querystring": querystring.urlencode(),
     }
     return render(request, "orgs/list.html", context)
+
+
+def bulk_context(request: HttpRequest) -> dict[str, Any]:
+    """The bulk bar's actions (by the user's capabilities) and the progress
+    line of the bulk action just started from this page."""
+    access = request.access  # type: ignore[attr-defined]
+    actions = {
+        "can_run_checks": access.can(Capability.RUN_CHECKS),
+        "can_verify": access.can(Capability.VERIFY_PERMISSIONS),
+        "can_reauthorize": access.can(Capability.REAUTHORIZE),
+    }
+    return actions | {
+        "bulk_enabled": any(actions.values()),
+        "bulk_id": parse_id(request.GET.get("bulk")),
+    }
 
 
 @require_GET
@@ -154,27 +171,30 @@ def org_check_now(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect(org.get_absolute_url())
 
 
-@require_http_methods(["GET", "POST"])
+@require_GET
 @require_capability(Capability.RUN_CHECKS)
 def operator_queue(request: HttpRequest) -> HttpResponse:
-    """Orgs that need a person, oldest first, each with its fixing button."""
+    """Orgs that need a person, oldest first, each with its fixing button;
+    the bulk bar acts on ticked rows or on the whole queue."""
     access = request.access  # type: ignore[attr-defined]
     orgs = selectors.queue_orgs(access=access)
-    if request.method == "POST":
-        return _queue_check_again(request, [o.pk for o in orgs])
     page = Paginator(orgs, PAGE_SIZE).get_page(request.GET.get("page"))
-    context = queue_capabilities(access) | {
-        "page": page,
-        "checking": orgs_checking(list(page.object_list)),
-    }
+    context = queue_capabilities(access) | bulk_context(request)
+    context |= {"page": page, "checking": orgs_checking(list(page.object_list))}
     return render(request, "orgs/queue.html", context)
 
 
 def queue_capabilities(access: Any) -> dict[str, bool]:
+    bulk_actions = (
+        Capability.RUN_CHECKS,
+        Capability.VERIFY_PERMISSIONS,
+        Capability.REAUTHORIZE,
+    )
     return {
         "can_reauthorize": access.can(Capability.REAUTHORIZE),
         "can_edit_url": access.can(Capability.EDIT_ORG_URL),
         "can_verify": access.can(Capability.VERIFY_PERMISSIONS),
+        "bulk_enabled": any(access.can(c) for c in bulk_actions),
     }
 
 
@@ -191,19 +211,6 @@ def org_row(request: HttpRequest, pk: int) -> HttpResponse:
     }
     template = "orgs/_queue_row.html" if queue else "orgs/_list_row.html"
     return render(request, template, context)
-
-
-def _queue_check_again(request: HttpRequest, org_ids: list[int]) -> HttpResponse:
-    form = QueueSelectionForm(request.POST, org_ids=org_ids)
-    if form.is_valid():
-        count = orgs_check_now(org_ids=form.cleaned_data["orgs"])
-        messages.success(
-            request, f"Checking {count} org{'s' if count != 1 else ''} again."
-        )
-    else:
-        for error in form.errors.get("orgs", []):
-            messages.error(request, error)
-    return redirect("orgs:queue")
 
 
 @require_http_methods(["POST"])

@@ -52,6 +52,10 @@ GET_RULES: dict[str, set[str] | str] = {
     # in this fixture; tested with one in tests/integration.
     "connections:signin-start": "post-only",
     "connections:signin-wait": "no-provider",
+    # Bulk actions (SPEC §9): started by POST (roles in BULK_ACTIONS below);
+    # a progress line is its creator's only, 404 for everyone else.
+    "orgs:bulk": "post-only",
+    "orgs:bulk-progress": "own-only",
     # People and notifications (SPEC §10): Administrators only.
     "users:list": ADMIN_ONLY,
     "users:invite": ADMIN_ONLY,
@@ -99,6 +103,12 @@ def test_every_url_has_an_access_rule():
     assert not missing, f"URLs without an access rule: {missing}"
 
 
+def _nobodys_bulk_action():
+    from connections.models import BulkAction
+
+    return BulkAction.objects.create(kind="check_now", total=1, created_by=None)
+
+
 def _url_for(name: str, world) -> str:
     from django.urls import reverse
 
@@ -140,6 +150,7 @@ def _url_for(name: str, world) -> str:
         "companies:detail": {"pk": world.acme.pk},
         "companies:move-orgs": {"pk": world.acme.pk},
         "companies:delete": {"pk": world.acme.pk},
+        "orgs:bulk-progress": {"pk": _nobodys_bulk_action().pk},
         "users:detail": {"pk": world.users["viewer"].pk},
         "users:deactivate": {"pk": world.users["viewer"].pk},
         "users:reactivate": {"pk": world.users["viewer"].pk},
@@ -175,6 +186,9 @@ def test_role_can_get_exactly_what_spec_allows(world, role, name):
         assert response.status_code == 403
     elif rule == "no-provider":
         assert response.status_code == 404
+    elif rule == "own-only":
+        # Not this user's: 404; a user without any role is refused first.
+        assert response.status_code == (403 if role == "nobody" else 404)
     elif role in rule and name in WIZARD_ENTRIES:
         # The wizard's entry URL sends the browser on to its current step.
         assert response.status_code == 302, url
@@ -360,3 +374,47 @@ def test_people_and_settings_changes_are_refused_to_others(world, role):
         get_user_model().objects.filter(is_active=True).count(),
     )
     assert after == before
+
+
+# Bulk actions (SPEC §9): url /orgs/bulk/, action -> roles allowed to POST it.
+BULK_ACTIONS = {
+    "check_now": {"administrator", "operator", "support"},
+    "verify_permissions": {"administrator", "operator"},
+    "campaign": {"administrator", "operator"},
+}
+
+
+@pytest.mark.parametrize("role", [*sorted(ALL), "nobody"])
+@pytest.mark.parametrize("action", sorted(BULK_ACTIONS))
+def test_bulk_actions_refuse_roles_that_may_not_take_them(world, role, action):
+    from companies.models import AuditEvent
+    from connections.models import BulkAction, Campaign
+
+    def state():
+        return (
+            AuditEvent.objects.count(),
+            BulkAction.objects.count(),
+            Campaign.objects.count(),
+        )
+
+    before = state()
+    data = {"action": action, "orgs": [world.acme_org.pk], "source": "list"}
+    response = world.client_for(role).post("/orgs/bulk/", data)
+    if role in BULK_ACTIONS[action]:
+        assert response.status_code == 302
+        assert state() != before
+    else:
+        assert response.status_code == 403
+        assert state() == before
+
+
+def test_a_bulk_progress_line_is_its_creators_only(world):
+    from connections.models import BulkAction
+
+    action = BulkAction.objects.create(
+        kind="check_now", total=1, created_by=world.users["support"]
+    )
+    url = f"/orgs/bulk/{action.pk}/"
+    assert world.client_for("support").get(url).status_code == 200
+    for role in ["administrator", "operator", "viewer"]:
+        assert world.client_for(role).get(url).status_code == 404

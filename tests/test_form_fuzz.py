@@ -80,7 +80,11 @@ def _forms(world) -> list[tuple[str, list[str], dict]]:
             ["name", "schedule", "enabled", "include_files", "retention_days"],
             {"save_policy": "1"},
         ),
-        ("/orgs/queue/", ["orgs"], {}),
+        (
+            "/orgs/bulk/",
+            ["orgs", "action", "filter_query", "source", "all_matching"],
+            {"action": "check_now", "orgs": str(org.pk), "source": "list"},
+        ),
     ]
 
 

@@ -280,11 +280,14 @@ def test_operator_queue_lists_orgs_and_checks_selected_ones_again(stack):
     page = client.get("/orgs/queue/").content.decode()
     assert "queued" in page and "not-mine" not in page
     assert "Salesforce did not answer" in page
-    # An org outside the queue cannot be smuggled into the bulk action.
+    # An org of another company cannot be smuggled into the bulk action.
+    bulk = {"action": "check_now", "source": "queue"}
     response = client.post(
-        "/orgs/queue/", {"orgs": [other_company_org.pk]}, follow=True
+        "/orgs/bulk/", {**bulk, "orgs": [other_company_org.pk]}, follow=True
     )
-    assert "not in your queue" in response.content.decode()
-    client.post("/orgs/queue/", {"orgs": [failing.pk]})
+    assert "You may not run checks on any of the 1 selected org" in (
+        response.content.decode()
+    )
+    client.post("/orgs/bulk/", {**bulk, "orgs": [failing.pk]})
     wait_for(lambda: SalesforceOrg.objects.get(pk=failing.pk).status == "connected")
     assert SalesforceOrg.objects.get(pk=other_company_org.pk).status == "failed"
