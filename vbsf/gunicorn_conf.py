@@ -20,12 +20,14 @@ logconfig_dict = {
     "disable_existing_loggers": False,
     "filters": {"redact": {"()": "vbsf.logging.RedactSecretsFilter"}},
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "vbsf.logging.json_formatter"},
     },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "formatter": "plain",
+            # VBSF_LOG_FORMAT=json: JSON lines, as the console's (settings).
+            "formatter": os.environ.get("VBSF_LOG_FORMAT", "plain"),
             "filters": ["redact"],
             "stream": "ext://sys.stdout",
         }

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import re
 
+from pythonjsonlogger.json import JsonFormatter
+
 _PATTERNS = [
     # OAuth form and query parameters.
     re.compile(
@@ -50,3 +52,22 @@ class RedactSecretsFilter(logging.Filter):
             record.msg = cleaned
             record.args = None
         return True
+
+
+class RedactedJsonFormatter(JsonFormatter):
+    """python-json-logger's formatter (``VBSF_LOG_FORMAT=json``), one JSON
+    object a line. The message already passed :class:`RedactSecretsFilter`;
+    the finished line is redacted as well, because fields given as
+    ``extra`` and tracebacks are not part of the message the filter cleans."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def json_formatter() -> RedactedJsonFormatter:
+    """The JSON formatter with the fields of a line, for the console's and
+    gunicorn's logging configurations alike."""
+    return RedactedJsonFormatter(
+        "%(asctime)s %(levelname)s %(name)s %(message)s",
+        rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+    )

@@ -443,6 +443,12 @@ class ClientErrorsWithoutTraceback(logging.Filter):
         return True
 
 
+# "plain" lines, or "json": one JSON object a line (python-json-logger),
+# through the same redaction filter.
+LOG_FORMAT = envstr("LOG_FORMAT", "plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured("VBSF_LOG_FORMAT must be plain or json")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -451,7 +457,8 @@ LOGGING = {
         "client_errors": {"()": ClientErrorsWithoutTraceback},
     },
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "vbsf.logging.json_formatter"},
     },
     # One handler, and every record reaches it through the root logger, so
     # every line is redacted. Handlers of Django's default configuration are
@@ -460,7 +467,7 @@ LOGGING = {
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "formatter": "plain",
+            "formatter": LOG_FORMAT,
             "filters": ["redact", "client_errors"],
         }
     },
