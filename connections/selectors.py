@@ -174,12 +174,16 @@ def campaign_list(*, access: AccessProfile) -> QuerySet[Campaign]:
     rows = access.scope(CampaignOrg.objects.all())
     finished = Q(rows__state__in=CampaignOrg.FINISHED_STATES)
     scoped = Q(rows__in=rows)
-    return campaigns_visible(access=access).annotate(
-        total=Count("rows", filter=scoped),
-        connected=Count(
-            "rows", filter=scoped & Q(rows__state=CampaignOrg.State.CONNECTED)
-        ),
-        finished=Count("rows", filter=scoped & finished),
+    return (
+        campaigns_visible(access=access)
+        .annotate(
+            total=Count("rows", filter=scoped),
+            connected=Count(
+                "rows", filter=scoped & Q(rows__state=CampaignOrg.State.CONNECTED)
+            ),
+            finished=Count("rows", filter=scoped & finished),
+        )
+        .order_by("-created_at", "-pk")
     )
 
 

@@ -52,6 +52,20 @@ GET_RULES: dict[str, set[str] | str] = {
     # in this fixture; tested with one in tests/integration.
     "connections:signin-start": "post-only",
     "connections:signin-wait": "no-provider",
+    # Campaigns (SPEC §9): read by every role of the campaign's companies;
+    # row actions by POST (roles in CAMPAIGN_ROW_ACTIONS below).
+    "campaigns:list": ALL,
+    "campaigns:detail": ALL,
+    "campaigns:live": ALL,
+    "campaigns:row-reauthorize": "post-only",
+    "campaigns:row-send-link": "post-only",
+    "campaigns:row-copy-link": "post-only",
+    "campaigns:row-skip": "post-only",
+    # A delegated link needs no sign-in; a link that is not valid (here, a
+    # made-up one) answers the plain invalid-link page with 410 for anyone.
+    "delegated:landing": "link",
+    "delegated:result": "link",
+    "delegated:retry": "post-only",
     # Bulk actions (SPEC §9): started by POST (roles in BULK_ACTIONS below);
     # a progress line is its creator's only, 404 for everyone else.
     "orgs:bulk": "post-only",
@@ -109,6 +123,32 @@ def _nobodys_bulk_action():
     return BulkAction.objects.create(kind="check_now", total=1, created_by=None)
 
 
+def _campaign_row(world):
+    from connections.models import Campaign, CampaignOrg
+
+    campaign = Campaign.objects.create(name="Rotation", deadline="2099-01-01T00:00Z")
+    campaign.companies.add(world.acme)
+    return CampaignOrg.objects.create(
+        campaign=campaign, org=world.acme_org, company=world.acme
+    )
+
+
+def _campaign_kwargs(world) -> dict[str, dict[str, object]]:
+    row = _campaign_row(world)
+    both = {"pk": row.campaign_id, "row_pk": row.pk}
+    return {
+        "campaigns:detail": {"pk": row.campaign_id},
+        "campaigns:live": {"pk": row.campaign_id},
+        "campaigns:row-reauthorize": both,
+        "campaigns:row-send-link": both,
+        "campaigns:row-copy-link": both,
+        "campaigns:row-skip": both,
+        "delegated:landing": {"token": "not-a-token"},
+        "delegated:result": {"row_id": row.pk},
+        "delegated:retry": {"row_id": row.pk},
+    }
+
+
 def _url_for(name: str, world) -> str:
     from django.urls import reverse
 
@@ -146,6 +186,7 @@ def _url_for(name: str, world) -> str:
         "connections:authorize": {"change_id": change.pk},
         "connections:change-status": {"change_id": change.pk},
         "connections:check-status": {"check_id": check.pk},
+        **_campaign_kwargs(world),
         "connections:signin-wait": {"attempt_id": 1},
         "companies:detail": {"pk": world.acme.pk},
         "companies:move-orgs": {"pk": world.acme.pk},
@@ -175,8 +216,13 @@ def test_role_can_get_exactly_what_spec_allows(world, role, name):
     assert "frame-ancestors 'none'" in response["Content-Security-Policy"]
     assert response["X-Frame-Options"] == "DENY"
     assert response["X-Content-Type-Options"] == "nosniff"
-    assert response["Referrer-Policy"] == "same-origin"
-    if rule == "public":
+    # A delegated link's pages carry its token in the address: no Referer.
+    assert response["Referrer-Policy"] == (
+        "no-referrer" if rule == "link" else "same-origin"
+    )
+    if rule == "link":
+        assert response.status_code == 410
+    elif rule == "public":
         # Signed-in users are sent on from the sign-in page.
         assert response.status_code == (302 if name == "login" else 200)
     elif rule == "post-only":
@@ -203,7 +249,9 @@ def test_role_can_get_exactly_what_spec_allows(world, role, name):
 def test_anonymous_users_are_sent_to_sign_in(world, client, name):
     rule = GET_RULES[name]
     response = client.get(_url_for(name, world))
-    if rule == "public":
+    if rule == "link":
+        assert response.status_code == 410
+    elif rule == "public":
         assert response.status_code == 200
     elif rule == "post-only":
         assert response.status_code in (302, 405)
@@ -330,6 +378,44 @@ def test_org_actions_refuse_roles_that_may_not_take_them(world, role, name):
     expected = 404 if role != "administrator" else None
     if expected:
         assert world.client_for(role).post(other, {}).status_code in (403, 404)
+
+
+# Campaign rows (SPEC §9): url name -> roles allowed to POST.
+CAMPAIGN_ROW_ACTIONS = {
+    "campaigns:row-reauthorize": {"administrator", "operator"},
+    "campaigns:row-send-link": {"administrator", "operator"},
+    "campaigns:row-copy-link": {"administrator", "operator"},
+    "campaigns:row-skip": {"administrator", "operator"},
+}
+
+
+@pytest.mark.parametrize("role", [*sorted(ALL), "nobody"])
+@pytest.mark.parametrize("name", sorted(CAMPAIGN_ROW_ACTIONS))
+def test_campaign_row_actions_refuse_roles_that_may_not_take_them(world, role, name):
+    from django.urls import reverse
+
+    from companies.models import AuditEvent
+    from connections.models import CampaignOrg, ConnectionChange
+
+    row = _campaign_row(world)
+    url = reverse(name, kwargs={"pk": row.campaign_id, "row_pk": row.pk})
+
+    def state():
+        fields = ("state", "link_nonce", "email", "last_event")
+        return (
+            AuditEvent.objects.count(),
+            ConnectionChange.objects.count(),
+            CampaignOrg.objects.filter(pk=row.pk).values_list(*fields).get(),
+        )
+
+    before = state()
+    response = world.client_for(role).post(url, {f"row{row.pk}-email": "a@b.example"})
+    if role in CAMPAIGN_ROW_ACTIONS[name]:
+        assert response.status_code in (200, 302)
+        assert state() != before
+    else:
+        assert response.status_code == 403
+        assert state() == before
 
 
 PEOPLE_POSTS = [
