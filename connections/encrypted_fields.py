@@ -19,6 +19,7 @@ ENCRYPTED_FIELDS: list[tuple[str, str]] = [
     ("connections.SignInAttempt", "code_encrypted"),
     ("orgs.RefreshTokenRecord", "revoke_token_encrypted"),
     ("connections.CampaignOrg", "demo_mail_encrypted"),
+    ("companies.NotificationChannel", "secret_encrypted"),
 ]
 
 
