@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from unittest import mock
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -14,8 +16,21 @@ from django.utils import timezone
 from companies.access import AccessProfile
 from companies.audit import Actor
 from companies.models import AuditEvent
-from connections.models import Campaign, CampaignOrg, ExternalClientApp
-from connections.services.campaigns import CampaignError, campaign_create
+from connections import tasks
+from connections.models import (
+    Campaign,
+    CampaignOrg,
+    ConnectionChange,
+    ExternalClientApp,
+)
+from connections.services import delegation
+from connections.services.campaigns import (
+    CampaignError,
+    campaign_create,
+    campaign_row_skip,
+    campaign_rows_change_finished,
+    campaigns_expire,
+)
 from orgs.models import SalesforceOrg
 from tests.factories import SalesforceOrgFactory
 
@@ -184,3 +199,239 @@ def test_copy_link_opens_the_landing_page_without_a_session(world):
     assert row.state == "opened" and row.link_opened_at is not None
     event = AuditEvent.objects.get(action="campaign.link_copy")
     assert "/r/" not in str(event.after) + event.summary
+
+
+INVALID = "This link is no longer valid; ask your administrator for a new one"
+
+
+def _row_state(row):
+    return (
+        CampaignOrg.objects.filter(pk=row.pk)
+        .values_list("state", "link_nonce", "browser_binding", "change_id")
+        .get(),
+        AuditEvent.objects.count(),
+        ConnectionChange.objects.count(),
+    )
+
+
+def _linked_row(world):
+    campaign = _campaign(world)
+    row = campaign.rows.get(org=world.acme_org)
+    return campaign, row, _copy_link(world.client_for("operator"), campaign, row)
+
+
+def _finish(row, username="admin@acme.example"):
+    change = ConnectionChange.objects.create(
+        kind=ConnectionChange.Kind.REAUTHORIZE,
+        org=row.org,
+        company=row.company,
+        client_app=row.org.client_app,
+        login_url=row.org.login_url,
+        state=ConnectionChange.State.APPLIED,
+        new_username=username,
+        created_from="198.51.100.7",
+    )
+    CampaignOrg.objects.filter(pk=row.pk).update(change=change, browser_binding="x")
+    with transaction.atomic():
+        campaign_rows_change_finished(change=change)
+
+
+def _make_invalid(case, campaign, row, path, world):
+    if case == "used":
+        _finish(row)
+    elif case == "expired":
+        Campaign.objects.filter(pk=campaign.pk).update(
+            deadline=timezone.now() - timedelta(seconds=1)
+        )
+        campaigns_expire()
+    elif case == "deadline_passed":  # before beat has expired the rows
+        Campaign.objects.filter(pk=campaign.pk).update(
+            deadline=timezone.now() - timedelta(seconds=1)
+        )
+    elif case == "revoked":
+        campaign_row_skip(actor=Actor(user=world.users["operator"]), row=row)
+    elif case == "closed":
+        Campaign.objects.filter(pk=campaign.pk).update(closed_at=timezone.now())
+    elif case == "tampered":
+        token = path.split("/")[2]
+        value, _, signature = token.rpartition(":")
+        pk, nonce_and_time = value.split(":", 1)
+        path = f"/r/{int(pk) + 1}:{nonce_and_time}:{signature}/"
+    elif case == "bad_signature":
+        path = path[:-3] + ("A" if path[-3] != "A" else "B") + path[-2:]
+    return path
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["used", "expired", "deadline_passed", "revoked", "closed", "tampered",
+     "bad_signature"],
+)  # fmt: skip
+def test_invalid_links_answer_410_and_change_nothing(world, case):
+    campaign, row, path = _linked_row(world)
+    path = _make_invalid(case, campaign, row, path, world)
+    before = _row_state(row)
+    browser = Client()
+    for response in (browser.get(path), browser.post(path)):
+        assert response.status_code == 410
+        assert INVALID in response.content.decode()
+        assert "acme-prod" not in response.content.decode()
+    assert _row_state(row) == before
+
+
+def test_log_in_with_salesforce_claims_the_link_for_one_browser(world):
+    _, row, path = _linked_row(world)
+    first, second = Client(), Client()
+    assert first.get(path).status_code == 200
+    assert second.get(path).status_code == 200  # not claimed yet
+    response = first.post(path, REMOTE_ADDR="198.51.100.7")
+    assert response.status_code == 302
+    assert response["Location"].startswith(world.acme_org.login_url)
+    row.refresh_from_db()
+    change = row.change
+    assert change.kind == "reauthorize"
+    assert change.created_by == world.users["operator"]  # the link's creator
+    assert change.created_from == "198.51.100.7"
+    [flow] = first.session["oauth_flows"].values()
+    assert flow["purpose"] == "delegated" and flow["change"] == change.pk
+    # The second browser now gets the invalid page, on GET and POST alike.
+    before = _row_state(row)
+    assert second.get(path).status_code == 410
+    assert second.post(path).status_code == 410
+    assert _row_state(row) == before
+    assert first.get(path).status_code == 200  # the claiming browser still may
+
+
+def test_a_declined_login_fails_the_row_and_may_be_retried_in_the_same_browser(world):
+    _, row, path = _linked_row(world)
+    browser = Client()
+    browser.get(path)
+    state = parse_qs(urlsplit(browser.post(path)["Location"]).query)["state"][0]
+    response = browser.get(
+        "/oauth/callback/", {"state": state, "error": "access_denied"}
+    )
+    assert response.status_code == 302
+    assert response["Location"] == f"/r/result/{row.pk}/"
+    row.refresh_from_db()
+    assert row.state == "failed" and "Access was denied" in row.last_event
+    page = browser.get(response["Location"]).content.decode()
+    assert "Not connected" in page and "Log in with Salesforce" in page
+    assert "Organizations" not in page
+    assert Client().get(f"/r/result/{row.pk}/").status_code == 410
+    retry = browser.post(f"/r/result/{row.pk}/retry/")
+    assert retry.status_code == 302
+    assert retry["Location"].startswith(world.acme_org.login_url)
+
+
+def test_connected_row_shows_the_user_and_uses_the_link_up(world):
+    _, row, _ = _linked_row(world)
+    _finish(row)
+    row.refresh_from_db()
+    assert row.state == "connected"
+    assert row.connected_as_username == "admin@acme.example"
+    assert row.link_nonce == "" and row.link_used_at is not None
+    event = AuditEvent.objects.get(action="campaign.link_used")
+    assert event.actor == world.users["operator"]
+    assert event.after["salesforce_user"] == "admin@acme.example"
+    assert event.after["address"] == "198.51.100.7"
+
+
+def test_campaign_closes_when_every_row_is_finished(world):
+    campaign, row, _ = _linked_row(world)
+    admin = Actor(user=world.users["administrator"])
+    _finish(row)
+    campaign.refresh_from_db()
+    assert not campaign.is_closed
+    campaign_row_skip(actor=admin, row=campaign.rows.get(org=world.globex_org))
+    campaign.refresh_from_db()
+    assert campaign.is_closed
+    # Idempotent: skipping again changes nothing.
+    campaign_row_skip(actor=admin, row=campaign.rows.get(org=world.globex_org))
+
+
+def test_guessing_tokens_is_throttled_per_address(world):
+    browser = Client()
+    codes = [browser.get(f"/r/1:guess{i}:sig/").status_code for i in range(31)]
+    assert codes[:30] == [410] * 30
+    assert codes[30] == 429
+    assert Client(REMOTE_ADDR="192.0.2.99").get("/r/1:x:y/").status_code == 410
+
+
+def test_send_link_mails_it_from_a_task_and_the_demo_page_shows_it(
+    world, mailoutbox, settings, django_capture_on_commit_callbacks
+):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    campaign = _campaign(world)
+    row = campaign.rows.get(org=world.acme_org)
+    operator = world.client_for("operator")
+    url = f"/campaigns/{campaign.pk}/rows/{row.pk}/send-link/"
+    bad = operator.post(url, {f"row{row.pk}-email": "not an address"})
+    assert bad.status_code == 422
+    with (
+        mock.patch.object(tasks.send_campaign_link, "apply_async") as apply_async,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        response = operator.post(url, {f"row{row.pk}-email": "sf@acme.example"})
+    assert response.status_code == 302
+    apply_async.assert_called_once_with(kwargs={"row_id": row.pk, "reminder": False})
+    assert CampaignOrg.objects.get(pk=row.pk).state == "link_sent"
+    delegation.campaign_link_mail_send(row_id=row.pk, reminder=False)
+    [mail] = mailoutbox
+    assert mail.to == ["sf@acme.example"]
+    link = re.search(r"(/r/\S+/)", mail.body).group(1)
+    assert Client().get(link).status_code == 200
+    page = operator.get(f"/campaigns/{campaign.pk}/").content.decode()
+    assert "Sent mail (demo)" in page and "sf@acme.example" in page
+    viewer_page = world.client_for("viewer").get(f"/campaigns/{campaign.pk}/")
+    assert "/r/" not in viewer_page.content.decode()
+    assert CampaignOrg.objects.get(pk=row.pk).state == "opened"
+    # The address is offered again in the org's next campaign.
+    again, _ = _create(world.users["administrator"], [world.acme_org.pk])
+    assert again.rows.get().email == "sf@acme.example"
+
+
+def test_beat_reminds_at_most_once_a_day_and_expires_at_the_deadline(
+    world, django_capture_on_commit_callbacks
+):
+    campaign = _campaign(world)
+    row = campaign.rows.get(org=world.acme_org)
+    with mock.patch.object(tasks.send_campaign_link, "apply_async"):
+        delegation.campaign_row_link_send(
+            actor=Actor(user=world.users["operator"]), row=row, email="a@acme.example"
+        )
+    assert delegation.campaigns_remind() == []  # sent less than a day ago
+    CampaignOrg.objects.filter(pk=row.pk).update(
+        link_sent_at=timezone.now() - timedelta(days=1, minutes=1)
+    )
+    with (
+        mock.patch.object(tasks.send_campaign_link, "apply_async") as apply_async,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        assert delegation.campaigns_remind() == [row.pk]
+        assert delegation.campaigns_remind() == []  # same day: none
+    apply_async.assert_called_once_with(kwargs={"row_id": row.pk, "reminder": True})
+    Campaign.objects.filter(pk=campaign.pk).update(
+        deadline=timezone.now() - timedelta(seconds=1)
+    )
+    assert campaigns_expire() == 2
+    assert campaigns_expire() == 0
+    campaign.refresh_from_db()
+    assert campaign.is_closed
+    assert set(campaign.rows.values_list("state", flat=True)) == {"expired"}
+
+
+def test_campaign_page_takes_the_same_queries_for_10_and_1000_rows(world):
+    admin = world.users["administrator"]
+    small, _ = _create(admin, _bulk_orgs(world.acme, 10, 0))
+    large, _ = _create(admin, _bulk_orgs(world.acme, 1000, 100))
+    operator = world.client_for("operator")
+    counts = []
+    for campaign in (small, large):
+        operator.get(f"/campaigns/{campaign.pk}/")  # session warmed up
+        with CaptureQueriesContext(connection) as ctx:
+            response = operator.get(f"/campaigns/{campaign.pk}/")
+        assert response.status_code == 200
+        counts.append(len(ctx.captured_queries))
+    assert counts[0] == counts[1]
+    live = operator.get(f"/campaigns/{large.pk}/live/?page=20")
+    assert live.status_code == 200 and "Page 20 of 20" in live.content.decode()
