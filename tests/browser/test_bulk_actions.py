@@ -20,6 +20,7 @@ from tests.factories import (
 )
 
 from .conftest import sign_in
+from .test_accessibility import violations
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -73,6 +74,7 @@ def test_select_all_matching_and_check_now_complete_without_a_reload(page, stack
     # Every row of the page is ticked: the whole filter is offered.
     select_all.check()
     expect(bar.get_by_text(f"All {FLEET} matching orgs are selected")).to_be_visible()
+    assert not violations(page)
 
     page.get_by_role("button", name="Check now").click()
     expect(page).to_have_url(re.compile(rf"company={company.pk}&bulk=\d+$"))
@@ -89,6 +91,7 @@ def test_select_all_matching_and_check_now_complete_without_a_reload(page, stack
     # The rows refreshed themselves once the action finished.
     row = page.get_by_role("row").filter(has_text="aaa-bulk-live")
     expect(row.get_by_text("Connected", exact=True)).to_be_visible()
+    assert not violations(page)  # the bar and the finished progress line
 
     action = BulkAction.objects.get()
     assert (action.total, action.done, action.skipped) == (FLEET, FLEET, 0)
