@@ -303,7 +303,7 @@ def _send_webhook(delivery: Delivery) -> None:
     try:
         response = post_json(channel.url, body, headers)
     except OutboundError as exc:
-        raise DeliveryFailed(str(exc)) from None
+        raise DeliveryFailed(str(exc), permanent=exc.permanent) from None
     status = response.status_code
     if 200 <= status < 300:
         return

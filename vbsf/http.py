@@ -147,7 +147,12 @@ def blocked(exc: requests.RequestException) -> bool:
 
 class OutboundError(Exception):
     """A webhook could not be delivered; ``str()`` is safe to store and show
-    (no body, headers, signature or query string)."""
+    (no body, headers, signature or query string). ``permanent``: trying
+    again cannot help (the address is refused)."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 class _GuardedSession(requests.Session):
@@ -179,7 +184,7 @@ def webhook_session() -> requests.Session:
 
 class _RefusingAdapter(HTTPAdapter):
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> Any:
-        raise OutboundError("Only https:// addresses are allowed.")
+        raise OutboundError("Only https:// addresses are allowed.", permanent=True)
 
 
 def check_webhook_url(url: str) -> str:
@@ -187,11 +192,13 @@ def check_webhook_url(url: str) -> str:
     if not. Names are resolved later, by the guard, on every connection."""
     parts = urlsplit(url.strip())
     if parts.scheme != "https":
-        raise OutboundError("Only https:// addresses are allowed.")
+        raise OutboundError("Only https:// addresses are allowed.", permanent=True)
     if not parts.hostname:
-        raise OutboundError("The address has no host name.")
+        raise OutboundError("The address has no host name.", permanent=True)
     if parts.username or parts.password:
-        raise OutboundError("The address must not carry a user name or password.")
+        raise OutboundError(
+            "The address must not carry a user name or password.", permanent=True
+        )
     host = parts.hostname.lower()
     try:
         literal = ipaddress.ip_address(host)
@@ -202,7 +209,7 @@ def check_webhook_url(url: str) -> str:
         and not is_public_address(str(literal))
         and host not in {h.lower() for h in settings.WEBHOOK_ALLOWED_HOSTS}
     ):
-        raise OutboundError("The address is not a public one.")
+        raise OutboundError("The address is not a public one.", permanent=True)
     return url.strip()
 
 
@@ -229,6 +236,11 @@ def post_json(url: str, body: bytes, headers: dict[str, str]) -> requests.Respon
         except requests.RequestException as exc:
             if blocked(exc):
                 raise OutboundError(
-                    f"{host} resolves to a non-public address: not sent."
+                    f"{host} resolves to a non-public address: not sent.",
+                    permanent=True,
                 ) from None
             raise OutboundError(f"{host} could not be reached.") from None
+        except OSError:  # requests' own check of the CA bundle setting
+            raise OutboundError(
+                "The CA bundle in VBSF_WEBHOOK_CA_BUNDLE cannot be read."
+            ) from None
