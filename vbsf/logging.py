@@ -26,6 +26,8 @@ _PATTERNS = [
     re.compile(r"(?i)\b(bearer)\s+([A-Za-z0-9._!~+/=-]{8,})"),
     # Invitation links: /invite/<one-time token>/ in request and access logs.
     re.compile(r"(?i)/invite/()([^/\s\"'?]+)"),
+    # Delegated re-authorization links: /r/<signed token>/ (not /r/result/).
+    re.compile(r"/r/()((?!result/)[^/\s\"'?]+)"),
     # Salesforce access tokens look like 00D<org>!<payload>.
     re.compile(r"()(00D\w{12,15}![.\w]+)"),
 ]

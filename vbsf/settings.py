@@ -478,7 +478,9 @@ LOGGING = {
         # not only on the handler) keeps a 403 to one line for any handler.
         "django.request": {
             "level": "WARNING",
-            "filters": ["client_errors"],
+            # Redacted here too (not only on the handler): its lines carry
+            # request paths, and a delegated link's path is its token.
+            "filters": ["client_errors", "redact"],
             "propagate": True,
         },
         # runserver's access log: its 4xx lines would repeat django.request's.

@@ -14,11 +14,15 @@ from celery.signals import before_task_publish
 from django.db import connection
 from django.test import Client
 
+from companies.access import AccessProfile
+from companies.audit import Actor
 from companies.models import AuditEvent, RoleGrant
-from connections.models import ConnectionChange, PermissionCheck
+from connections.models import CampaignOrg, ConnectionChange, PermissionCheck
+from connections.services.campaigns import campaign_create
 from orgs.models import SalesforceOrg, UrlVerification
 from orgs.tasks import check_org_health
 from tests.factories import UserFactory
+from tests.integration.test_delegated_links import log_in_through, mailed_link
 from tests.integration.test_keep_connected import _org
 from tests.live import wait_for
 from tests.simclient import salesforce_login
@@ -225,3 +229,54 @@ def test_authorize_back_parameter_cannot_redirect_elsewhere(stack):
     state = parse_qs(urlsplit(response["Location"]).query)["state"][0]
     flow = client.session["oauth_flows"][state]
     assert flow["back"].startswith("/orgs/")
+
+
+def test_delegated_link_tokens_stay_out_of_logs_audit_messages_and_database(
+    stack, recorder, caplog
+):
+    """A link token is shown on purpose only in the answer to "Copy link",
+    in the mail, and (demo mail backends) in the mail shown to users who
+    may act on the row; nowhere else."""
+    caplog.set_level(logging.DEBUG)
+    org, created, *_ = _org(stack, "sweeplink")
+    stack.sim.create_user(created["org_id"], "admin@sweeplink.example")
+    operator = UserFactory(username="linker")
+    RoleGrant.objects.create(user=operator, role="operator", company=org.company)
+    viewer = UserFactory(username="looker")
+    RoleGrant.objects.create(user=viewer, role="viewer", company=org.company)
+    campaign, _ = campaign_create(
+        actor=Actor(user=operator), access=AccessProfile(operator), org_ids=[org.pk]
+    )
+    row = campaign.rows.get()
+    console = recorder.client(operator)
+    console.post(
+        f"/campaigns/{campaign.pk}/rows/{row.pk}/send-link/",
+        {f"row{row.pk}-email": "it@sweeplink.example"},
+    )
+    link = mailed_link("it@sweeplink.example")
+    token = link.split("/")[2]
+    copied = console.post(
+        f"/campaigns/{campaign.pk}/rows/{row.pk}/copy-link/", HTTP_HX_REQUEST="true"
+    ).content.decode()
+    assert link in copied
+    log_in_through(link, Client(), "admin@sweeplink.example")
+    wait_for(lambda: CampaignOrg.objects.get(pk=row.pk).state == "connected")
+    assert Client().get(link).status_code == 410  # logged by django.request
+    assert Client().get(link[:-3] + "xx/").status_code == 410
+    viewer_page = recorder.client(viewer).get(f"/campaigns/{campaign.pk}/")
+    assert token not in viewer_page.content.decode()
+    logs = "\n".join(
+        r.getMessage() for r in caplog.records if not r.name.startswith("factory")
+    )
+    assert "/r/[redacted]/" in logs
+    places = {
+        "logs": logs,
+        "worker log": stack.worker.output(),
+        "audit": json.dumps(list(AuditEvent.objects.values()), default=str),
+        "celery messages": "\n".join(recorder.messages),
+        "raw database": _raw_database(),
+    }
+    assert recorder.messages
+    for where, text in places.items():
+        assert token not in text, f"a link token leaked into the {where}"
+        assert token.split(":")[-1] not in text, f"a link signature in the {where}"
