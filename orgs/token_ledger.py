@@ -97,7 +97,9 @@ def refresh_token_record(
             "approved_at": approved_at or now,
         },
     )
-    if created and purpose != Purpose.ROTATION:
+    # A rotation is no new approval, and a token found again was approved
+    # long ago: neither makes Salesforce evict anything.
+    if created and purpose not in (Purpose.ROTATION, Purpose.EXISTING):
         refresh_tokens_evict(record)
     if revoke_reason:
         refresh_token_revoke_later(record=record, reason=revoke_reason, token=token)

@@ -22,16 +22,20 @@ from vbsf.queue import enqueue_on_commit
 from ..models import ConnectionChange, ExternalClientApp
 from .campaigns import campaign_rows_change_refused
 from .changes import ChangeError, State
-from .revocation import access_token_revoke_quietly, change_token_revoke_later
+from .revocation import (
+    access_token_revoke_quietly,
+    change_token_revoke_later,
+    token_hand_to_ledger,
+)
 from .verification import permission_check_start
 
 BASE_SCOPES = ("api", "refresh_token", "id")
-REQUIRED_SCOPES = ("api", "refresh_token")
 PURPOSES = {
     ConnectionChange.Kind.EDIT: RefreshTokenRecord.Purpose.EDIT_CONNECTION,
     ConnectionChange.Kind.ADD: RefreshTokenRecord.Purpose.ADD_ORGANIZATION,
     ConnectionChange.Kind.REAUTHORIZE: RefreshTokenRecord.Purpose.REAUTHORIZATION,
 }
+REQUIRED_SCOPES = ("api", "refresh_token")
 
 
 def callback_url() -> str:
@@ -201,8 +205,6 @@ def connection_change_exchange(*, change_id: int) -> str:
         if change.state != State.EXCHANGING:
             token_record(change, tokens, RefreshTokenRecord.RevokeReason.ABANDONED)
             return "skipped"
-        change_previous_token_abandon(change)
-        change.set_secret("new_refresh_token", tokens.refresh_token)
         if tokens.refresh_token and not token_ledger.refresh_token_claim(
             token=tokens.refresh_token, username=username
         ):
@@ -212,6 +214,8 @@ def connection_change_exchange(*, change_id: int) -> str:
                 "Salesforce revoked the new token before the console could keep "
                 "it; nothing was changed. Authorize again.",
             )
+        change_previous_token_abandon(change)
+        change.set_secret("new_refresh_token", tokens.refresh_token)
         change.new_instance_url = tokens.instance_url
         change.new_org_id = tokens.org_id
         change.new_user_id = tokens.user_id
@@ -242,31 +246,23 @@ def change_previous_token_abandon(change: ConnectionChange) -> None:
         return
     if change.holds_replaced_token:
         # The change's revocation slot is busy with an earlier token: the
-        # ledger holds this one and revokes it (rare: two sign-ins within one
-        # revoke's retries).
-        token = change.get_secret("new_refresh_token")
-        record = RefreshTokenRecord.objects.filter(
-            token_hash=token_ledger.refresh_token_hash(token)
-        ).first()
-        if record is not None:
-            token_ledger.refresh_token_revoke_later(
-                record=record,
-                reason=RefreshTokenRecord.RevokeReason.ABANDONED,
-                token=token,
-            )
+        # ledger holds this one and revokes it.
+        token_hand_to_ledger(
+            change=change,
+            token=change.get_secret("new_refresh_token"),
+            reason=RefreshTokenRecord.RevokeReason.ABANDONED,
+        )
         change.release_new_token()
         return
-    change.abandon_new_token()
-    change_token_revoke_later(change=change)
     token_ledger.refresh_token_owed_by_fingerprint(
         fingerprint=change.new_refresh_token_fingerprint,
         reason=RefreshTokenRecord.RevokeReason.ABANDONED,
         user_id=change.new_user_id,
     )
+    change.abandon_new_token()
+    change_token_revoke_later(change=change)
 
 
-def authorization_refuse(change_id: int, code: str, message: str) -> str:
-    """Back to "active": the admin can authorize again; nothing was stored."""
 def token_record(
     change: ConnectionChange, tokens: salesforce.TokenSet, revoke_reason: str = ""
 ) -> None:
@@ -302,6 +298,8 @@ def token_record(
     )
 
 
+def authorization_refuse(change_id: int, code: str, message: str) -> str:
+    """Back to "active": the admin can authorize again; nothing was stored."""
     with transaction.atomic():
         ConnectionChange.objects.filter(pk=change_id).filter(
             state__in=[State.EXCHANGING, State.ACTIVE]

@@ -21,11 +21,16 @@ from orgs.models import (
 )
 from orgs.services import org_create, org_locked, org_snapshot, orgs_move
 from orgs.tokens import org_refresh_token_store
+from vbsf import encryption
 
 from ..models import ConnectionChange, PermissionCheck, WizardState
 from .campaigns import campaign_rows_change_finished, campaign_rows_change_refused
 from .changes import ChangeError, State
-from .revocation import change_token_abandon, change_token_revoke_later
+from .revocation import (
+    change_token_abandon,
+    change_token_revoke_later,
+    token_hand_to_ledger,
+)
 from .verification import permission_check_start
 
 
@@ -38,15 +43,25 @@ def org_connection_replace(*, org: SalesforceOrg, change: ConnectionChange) -> N
     new_token = change.get_secret("new_refresh_token")
     replaced_fingerprint = org.refresh_token_fingerprint
     replaced = org_refresh_token_store(org=org, token=new_token)
-    change.hold_for_revocation(replaced or "")
-    now = timezone.now()
     token_ledger.refresh_token_kept(token=new_token, org=org)
-    if replaced:
+    if replaced and change.holds_replaced_token:
+        # The change's one revocation slot still holds a token it abandoned
+        # (Authorize again while Salesforce refused revokes): the ledger
+        # takes the replaced one rather than overwrite that.
+        token_hand_to_ledger(
+            change=change,
+            token=encryption.decrypt(replaced),
+            reason=RefreshTokenRecord.RevokeReason.REPLACED,
+            user_id=org.connected_as_user_id,
+        )
+    elif replaced:
+        change.hold_for_revocation(replaced)
         token_ledger.refresh_token_owed_by_fingerprint(
             fingerprint=replaced_fingerprint,
             reason=RefreshTokenRecord.RevokeReason.REPLACED,
             org=org,
         )
+    now = timezone.now()
     org.instance_url = change.new_instance_url or org.instance_url
     org.connected_as_username = change.new_username
     org.connected_as_user_id = change.new_user_id
@@ -141,10 +156,10 @@ def finish_new_org(
         status=ConnectionStatus.CONNECTED,
     )
     SalesforceOrg.objects.filter(pk=org.pk).update(last_checked_at=timezone.now())
-    change.org = org
     token_ledger.refresh_token_kept(
         token=change.get_secret("new_refresh_token"), org=org
     )
+    change.org = org
     change.state = State.APPLIED
     change.finished_at = timezone.now()
     change.release_new_token()

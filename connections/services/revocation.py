@@ -44,15 +44,53 @@ def change_token_revoke_later(*, change: ConnectionChange) -> None:
 
 def change_token_abandon(*, change: ConnectionChange) -> None:
     """The change's new token will never be used: revoke it."""
-    fingerprint = change.new_refresh_token_fingerprint
-    if change.abandon_new_token():
-        change.save()
-        token_ledger.refresh_token_owed_by_fingerprint(
-            fingerprint=fingerprint,
+    if not change.has_new_token:
+        return
+    if change.holds_replaced_token:
+        # The change's one revocation slot still holds an earlier token:
+        # the ledger takes this one rather than overwrite that.
+        token_hand_to_ledger(
+            change=change,
+            token=change.get_secret("new_refresh_token"),
             reason=RefreshTokenRecord.RevokeReason.ABANDONED,
-            user_id=change.new_user_id,
         )
-        change_token_revoke_later(change=change)
+        change.release_new_token()
+        change.save()
+        return
+    fingerprint = change.new_refresh_token_fingerprint
+    change.abandon_new_token()
+    change.save()
+    token_ledger.refresh_token_owed_by_fingerprint(
+        fingerprint=fingerprint,
+        reason=RefreshTokenRecord.RevokeReason.ABANDONED,
+        user_id=change.new_user_id,
+    )
+    change_token_revoke_later(change=change)
+
+
+def token_hand_to_ledger(
+    *,
+    change: ConnectionChange,
+    token: str,
+    reason: str,
+    user_id: str | None = None,
+) -> None:
+    """The ledger holds ``token`` and revokes it with retries (a change has
+    one slot for a token to revoke; a second one must not overwrite it).
+    ``user_id``: whose token it is, when not the change's new user's."""
+    org = change.org
+    token_ledger.refresh_token_record(
+        token=token,
+        client_app_id=change.client_app_id,
+        salesforce_org_id=change.new_org_id or (org.org_id if org else ""),
+        user_id=change.new_user_id if user_id is None else user_id,
+        username=change.new_username if user_id is None else "",
+        # Only when the ledger never saw it (held since before the ledger).
+        purpose=RefreshTokenRecord.Purpose.EXISTING,
+        login_url=change.login_url,
+        org=org,
+        revoke_reason=reason,
+    )
 
 
 def revoke_old_token(*, change_id: int) -> str:
