@@ -12,10 +12,14 @@ import json
 import re
 
 import pytest
+from axe_playwright_python.sync_playwright import Axe
 from django.core import mail
 from playwright.sync_api import expect
 
+from companies.audit import Actor
 from companies.models import AuditEvent, RoleGrant
+from companies.notifications import notification_settings_save
+from companies.people import Roles, users_invite
 from connections.models import SalesforceIdentityLink
 from orgs.models import SalesforceOrg
 from tests.factories import CompanyFactory, SalesforceOrgFactory, UserFactory
@@ -174,3 +178,47 @@ def test_administrator_picks_the_sign_in_org_and_unlinks_a_user(
     expect(page.get_by_text("Log in with Salesforce is turned off.")).to_be_visible()
     other.reload()
     expect(other.get_by_role("button", name="Log in with Salesforce")).to_have_count(0)
+
+
+def test_the_pages_are_free_of_serious_accessibility_violations(
+    browser, page, stack, admin_user
+):
+    company = CompanyFactory(name="Acme")
+    CompanyFactory(name="Globex")
+    SalesforceOrgFactory(alias="idp-org", company=company)
+    notification_settings_save(
+        actor=Actor.system(),
+        company=company,
+        contact_emails="ops@acme.example",
+        webhook_url="https://hooks.acme.example/x",
+        webhook_enabled=True,
+    )
+    users_invite(actor=Actor.system(), email="zed@acme.example", roles=Roles(True))
+    link = re.search(r"http\S+/invite/\S+/", mail.outbox[-1].body).group(0)
+    axe = Axe()
+
+    def serious(p) -> list[str]:
+        found = axe.run(p).response["violations"]
+        return [v["id"] for v in found if v["impact"] in ("serious", "critical")]
+
+    sign_in(page, stack, "admin")
+    problems = {}
+    for path in [
+        "/users/",
+        "/users/invite/",
+        f"/users/{admin_user.pk}/",
+        "/settings/notifications/",
+        f"/settings/notifications/{company.pk}/",
+        "/settings/sign-in/",
+    ]:
+        page.goto(stack.url + path)
+        problems[path] = serious(page)
+    page.goto(stack.url + "/users/invite/")
+    page.get_by_role("button", name="Send invitation").click()  # 422, errors
+    problems["invite errors"] = serious(page)
+    anonymous = browser.new_context().new_page()
+    anonymous.goto(link)
+    problems["set password"] = serious(anonymous)
+    anonymous.goto(stack.url + "/invite/not-a-token/")
+    problems["invalid link"] = serious(anonymous)
+    assert not {k: v for k, v in problems.items() if v}, problems
