@@ -413,3 +413,33 @@ def test_the_org_page_shows_the_live_token_count_in_constant_queries(world):  # 
     assert "4 of 5" in page
     assert "The console already holds 4 live tokens" in page
     assert many == few
+
+
+def test_the_wizard_warns_before_authorize_at_salesforce(world):  # noqa: F811
+    org = world.acme_org
+    SalesforceOrg.objects.filter(pk=org.pk).update(
+        org_id=SF_ORG, connected_as_user_id=USER, connected_as_username="int@acme"
+    )
+    org.refresh_from_db()
+    ConnectionChange.objects.create(
+        kind=ConnectionChange.Kind.EDIT,
+        org=org,
+        company=org.company,
+        client_app=org.client_app,
+        login_url=org.login_url,
+        started_version=org.version,
+        state=ConnectionChange.State.ACTIVE,
+    )
+    client = world.client_for("administrator")
+    url = f"/orgs/{org.pk}/edit-connection/app/"
+    for n in range(3):
+        approve(f"wizard-{n}", app_id=org.client_app_id)
+    page = client.get(url).content.decode()
+    assert "Authorize at Salesforce" in page
+    assert "Salesforce keeps five" not in page
+
+    approve("wizard-fourth", app_id=org.client_app_id)
+    page = client.get(url).content.decode()
+
+    assert "The console already holds 4 live tokens for int@acme" in page
+    assert page.index("Salesforce keeps five") < page.index("Authorize at Salesforce")
