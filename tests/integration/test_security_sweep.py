@@ -11,21 +11,24 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from celery.signals import before_task_publish
+from django.core import mail
 from django.db import connection
 from django.test import Client
 
 from companies.access import AccessProfile
 from companies.audit import Actor
-from companies.models import AuditEvent, RoleGrant
+from companies.models import AuditEvent, NotificationChannel, RoleGrant
 from connections.models import CampaignOrg, ConnectionChange, PermissionCheck
 from connections.services.campaigns import campaign_create
 from orgs.models import SalesforceOrg, UrlVerification
 from orgs.tasks import check_org_health
-from tests.factories import UserFactory
+from tests.factories import CompanyFactory, UserFactory
 from tests.integration.test_delegated_links import log_in_through, mailed_link
 from tests.integration.test_keep_connected import _org
 from tests.live import wait_for
 from tests.simclient import salesforce_login
+from tests.webhook_receiver import webhook_receiver
+from vbsf import encryption
 
 pytestmark = pytest.mark.integration
 
@@ -280,3 +283,59 @@ def test_delegated_link_tokens_stay_out_of_logs_audit_messages_and_database(
     for where, text in places.items():
         assert token not in text, f"a link token leaked into the {where}"
         assert token.split(":")[-1] not in text, f"a link signature in the {where}"
+
+
+def test_webhook_secret_shows_once_and_invite_token_nowhere(stack, recorder, caplog):
+    """The webhook secret is on one page, the one after it is made, and
+    nowhere else; the invitation token only in the email."""
+    caplog.set_level(logging.DEBUG)
+    company = CompanyFactory(name="Swept Co")
+    admin = UserFactory(username="sweeper", is_staff=True)
+    RoleGrant.objects.create(user=admin, role="administrator", company=None)
+    client = recorder.client(admin)
+    with webhook_receiver() as receiver:
+        saved = client.post(
+            f"/settings/notifications/{company.pk}/",
+            {
+                "contact_emails": "ops@swept.example",
+                "webhook_url": receiver.url,
+                "webhook_enabled": "on",
+            },
+        )
+        client.get(saved["Location"])
+        client.get(saved["Location"])
+        client.post(f"/settings/notifications/{company.pk}/test/")
+        wait_for(lambda: receiver.requests)
+    secret = encryption.decrypt(NotificationChannel.objects.get().secret_encrypted)
+
+    client.post("/users/invite/", {"email": "new@swept.example", "administrator": "on"})
+    link = re.search(r"http\S+/invite/(\S+)/", mail.outbox[-1].body)
+    token = link.group(1)
+    invitee = recorder.client(admin)
+    invitee.logout()
+    invitee.get(urlsplit(link.group(0)).path)
+    password = "sweep-harbour-lantern-93"
+    invitee.post(
+        urlsplit(link.group(0)).path,
+        {"new_password1": password, "new_password2": password},
+    )
+    invitee.get(urlsplit(link.group(0)).path)  # spent: 404, logged
+    for url in ["/users/", "/audit/", "/audit/export.csv", "/settings/sign-in/"]:
+        client.get(url)
+
+    logs = "\n".join(
+        r.getMessage() for r in caplog.records if not r.name.startswith("factory")
+    )
+    places = {
+        "logs": logs,
+        "worker log": stack.worker.output(),
+        "audit": json.dumps(list(AuditEvent.objects.values()), default=str),
+        "celery messages": "\n".join(recorder.messages),
+        "raw database": _raw_database(),
+    }
+    assert recorder.messages and "Not Found: /invite/[redacted]/" in logs
+    for where, text in places.items():
+        assert secret not in text, f"the webhook secret leaked into the {where}"
+        assert token not in text, f"the invitation token leaked into the {where}"
+    assert sum(secret in html for html in recorder.html) == 1
+    assert not any(token in html for html in recorder.html)
