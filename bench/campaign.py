@@ -1,0 +1,525 @@
+"""Benchmark: fleet operations (SPEC §9), re-authorization campaigns.
+
+1. Creating a campaign from the org list's bulk bar ("Start
+   re-authorization campaign" over "Select all N matching") for 10 and for
+   1,000 orgs: SQL queries (constant) and server time, in-process with
+   Django's test client on PostgreSQL.
+2. The campaign page at 10 and at 1,000 rows: queries (constant) and its
+   median time against the org list's first page, interleaved.
+3. 200 delegated links completed at once against the simulator at 100 ms
+   per Salesforce request, each driven over HTTP as its person would: GET
+   ``/r/<token>/``, POST "Log in with Salesforce", the simulator's login
+   form, the callback, then a real Celery worker exchanges the code, checks
+   the org, applies the re-authorization, verifies permissions and revokes
+   the old token. The wall time, until every row is connected and all that
+   work is done, is compared with the ideal: the worker's Salesforce
+   requests x latency / worker concurrency. Lost rows (never connected) and
+   double-applied ones (connected twice, more than one applied change, or
+   more than one live refresh token at Salesforce for the org's user and
+   app) must be zero.
+
+The persons' own requests (authorize page, login form) are counted apart:
+they run in parallel with each other, not on the worker.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import urlsplit
+
+from .common import (
+    PUBLIC_URL,
+    BenchEnv,
+    BenchError,
+    Simulator,
+    format_table,
+    median,
+    ratio,
+    rounded,
+    running_worker,
+    timed,
+    wait_until,
+)
+
+SMALL = 10
+LARGE = 1_000
+LINKS = 200
+LATENCY_MS = 100
+WORKER_CONCURRENCY = 8
+# People following their links at the same moment (threads of this process,
+# each with its own browser session and address).
+PERSONS = 40
+TARGET_LINKS_RATIO = 1.5
+SF_PASSWORD = "sf-password"
+
+
+# --- seeding ------------------------------------------------------------------
+
+
+def _admin() -> Any:
+    from django.contrib.auth import get_user_model
+
+    from companies.models import Role, RoleGrant
+
+    user = get_user_model().objects.create_user("bench-campaigns", password=None)
+    RoleGrant.objects.create(user=user, role=Role.ADMINISTRATOR, company=None)
+    return user
+
+
+def seed_fleet(name: str, count: int) -> tuple[Any, list[int]]:
+    """A company with ``count`` orgs that need re-authorization, one client
+    app each (a campaign takes only orgs with a client app)."""
+    from companies.models import Company
+    from connections.models import ExternalClientApp
+    from connections.salesforce.urls import to_18
+    from orgs.models import ConnectionStatus, SalesforceOrg
+    from vbsf import encryption
+
+    company = Company.objects.create(name=name)
+    secret = encryption.encrypt("bench-consumer-secret")
+    fingerprint = encryption.fingerprint("bench-consumer-secret")
+    base = 700_000 + company.pk * 2_000
+    apps = ExternalClientApp.objects.bulk_create(
+        ExternalClientApp(
+            name=f"campaign-eca-{base + n}",
+            consumer_key=f"3MVG9CAMPAIGN{base + n:072d}",
+            consumer_secret_encrypted=secret,
+            consumer_secret_fingerprint=fingerprint,
+            scopes=["api", "refresh_token"],
+        )
+        for n in range(count)
+    )
+    orgs = SalesforceOrg.objects.bulk_create(
+        SalesforceOrg(
+            alias=f"{name.lower().replace(' ', '-')}-{n:04d}",
+            org_id=to_18(f"00D7c{base + n:010d}"),
+            login_url=f"https://campaign-{base + n}.my.salesforce.com",
+            instance_url=f"https://campaign-{base + n}.my.salesforce.com",
+            company=company,
+            client_app=app,
+            status=ConnectionStatus.NEEDS_REAUTHORIZATION,
+            status_reason="The refresh token was revoked or expired at Salesforce.",
+        )
+        for n, app in enumerate(apps)
+    )
+    return company, [org.pk for org in orgs]
+
+
+# --- 1 and 2: creation and the campaign page ------------------------------------
+
+
+def _queries_and_ms(fn: Any) -> tuple[Any, int, float]:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        result, ms = timed(fn)
+    return result, len(captured.captured_queries), ms
+
+
+def _create(client: Any, company: Any) -> int:
+    """ "Start re-authorization campaign" on every org of the company, as the
+    bulk bar posts it; returns the campaign's id."""
+    response = client.post(
+        "/orgs/bulk/",
+        {
+            "action": "campaign",
+            "all_matching": "1",
+            "filter_query": f"company={company.pk}",
+            "source": "list",
+        },
+    )
+    location = response.get("Location", "")
+    if response.status_code != 302 or not location.startswith("/campaigns/"):
+        raise BenchError(
+            f"campaign creation answered {response.status_code} {location}"
+        )
+    return int(location.strip("/").split("/")[-1])
+
+
+def _get(client: Any, url: str) -> None:
+    response = client.get(url)
+    if response.status_code != 200:
+        raise BenchError(f"GET {url} answered {response.status_code}")
+
+
+def measure_pages(env: BenchEnv, admin: Any) -> dict[str, Any]:
+    from django.test import Client
+
+    from connections.models import CampaignOrg
+
+    runs = 12 if env.quick else 30
+    client = Client()
+    client.force_login(admin)
+    _get(client, "/orgs/")  # warm the session and caches
+    small, _ = seed_fleet("Campaign small", SMALL)
+    large, _ = seed_fleet("Campaign large", LARGE)
+    created: dict[int, dict[str, Any]] = {}
+    for size, company in ((SMALL, small), (LARGE, large)):
+        campaign_id, queries, _ = _queries_and_ms(lambda c=company: _create(client, c))
+        times = [_queries_and_ms(lambda c=company: _create(client, c))[2]]
+        times += [
+            _queries_and_ms(lambda c=company: _create(client, c))[2] for _ in range(4)
+        ]
+        rows = CampaignOrg.objects.filter(campaign_id=campaign_id).count()
+        if rows != size:
+            raise BenchError(f"a campaign of {size} orgs has {rows} rows")
+        created[size] = {"id": campaign_id, "queries": queries, "ms": median(times)}
+
+    page = {}
+    for size in (SMALL, LARGE):
+        url = f"/campaigns/{created[size]['id']}/"
+        _get(client, url)
+        page[size] = {
+            "url": url,
+            "queries": _queries_and_ms(lambda u=url: _get(client, u))[1],
+        }
+    list_queries = _queries_and_ms(lambda: _get(client, "/orgs/"))[1]
+    url = page[LARGE]["url"]
+    for _ in range(3):
+        _get(client, url)
+        _get(client, "/orgs/")
+    campaign_ms, list_ms = [], []
+    for _ in range(runs):  # interleaved: drift hits both alike
+        campaign_ms.append(timed(_get, client, url)[1])
+        list_ms.append(timed(_get, client, "/orgs/")[1])
+    return {
+        "create_queries_10": created[SMALL]["queries"],
+        "create_queries_1000": created[LARGE]["queries"],
+        "create_ms_10": rounded(created[SMALL]["ms"]),
+        "create_ms_1000": rounded(created[LARGE]["ms"]),
+        "page_queries_10": page[SMALL]["queries"],
+        "page_queries_1000": page[LARGE]["queries"],
+        "page_median_ms_1000": rounded(median(campaign_ms)),
+        "org_list_median_ms": rounded(median(list_ms)),
+        "page_ratio_to_org_list": ratio(median(campaign_ms), median(list_ms)),
+        "org_list_queries": list_queries,
+        "page_runs": runs,
+    }
+
+
+# --- 3: delegated links ---------------------------------------------------------
+
+
+def _link_fixture(count: int) -> dict[str, Any]:
+    from connections.demo import ALL_PERMISSIONS
+    from connections.salesforce.urls import to_18
+
+    orgs = []
+    for n in range(count):
+        user_id = to_18(f"0057c0000{n:06d}")
+        key = f"3MVG9LINKS{n:075d}"
+        orgs.append(
+            {
+                "org_id": to_18(f"00D7d0000{n:06d}"),
+                "name": f"Link {n:04d}",
+                "my_domain": f"link-{n:04d}",
+                "org_type": "production",
+                "users": [
+                    {
+                        "user_id": user_id,
+                        "username": f"admin@link-{n:04d}.example",
+                        "password": SF_PASSWORD,
+                        "permissions": ALL_PERMISSIONS,
+                        "license": "Salesforce",
+                        "active": True,
+                    }
+                ],
+                "apps": [
+                    {
+                        "name": f"link-{n:04d}-eca",
+                        "consumer_key": key,
+                        "consumer_secret": f"{n:064x}",
+                        "scopes": ["api", "refresh_token", "offline_access", "id"],
+                        "callback_urls": [f"{PUBLIC_URL}/oauth/callback/"],
+                        "require_pkce": True,
+                    }
+                ],
+                "refresh_tokens": [
+                    {
+                        "token": f"5Aep861LINKS{n:06d}{'x' * 60}",
+                        "consumer_key": key,
+                        "user_id": user_id,
+                        "scopes": ["api", "refresh_token", "id"],
+                    }
+                ],
+            }
+        )
+    return {"orgs": orgs}
+
+
+def seed_links(simulator: Simulator, admin: Any, count: int) -> dict[str, Any]:
+    """``count`` orgs live in the simulator, connected in the console with
+    their old token; one campaign of them, each row with a copied link."""
+    from companies.access import AccessProfile
+    from companies.audit import Actor
+    from companies.models import Company
+    from connections.models import CampaignOrg, ExternalClientApp
+    from connections.services import campaigns, delegation
+    from orgs.models import ConnectionStatus, SalesforceOrg
+
+    sim = simulator.sim
+    fixture = _link_fixture(count)
+    loaded = sim.post("/fixture", fixture)["loaded"]
+    if loaded["refresh_tokens"] != count:
+        raise BenchError(f"the simulator loaded {loaded}, not {count} orgs")
+    wanted = {o["org_id"] for o in fixture["orgs"]}
+    urls = {
+        o["org_id"]: (o["login_url"], o["instance_url"])
+        for o in sim.get("/orgs")["orgs"]
+        if o["org_id"] in wanted
+    }
+    company = Company.objects.create(name="Campaign links")
+    people: dict[int, dict[str, str]] = {}
+    pks = []
+    for raw in fixture["orgs"]:
+        app_data, user = raw["apps"][0], raw["users"][0]
+        app = ExternalClientApp(
+            name=app_data["name"],
+            consumer_key=app_data["consumer_key"],
+            scopes=app_data["scopes"],
+        )
+        app.set_consumer_secret(app_data["consumer_secret"])
+        app.save()
+        login_url, instance_url = urls[raw["org_id"]]
+        org = SalesforceOrg(
+            alias=raw["my_domain"],
+            org_id=raw["org_id"],
+            login_url=login_url,
+            instance_url=instance_url,
+            company=company,
+            client_app=app,
+            connected_as_username=user["username"],
+            connected_as_user_id=user["user_id"],
+            granted_scopes=["api", "id", "refresh_token"],
+            status=ConnectionStatus.NEEDS_REAUTHORIZATION,
+        )
+        org.set_refresh_token(raw["refresh_tokens"][0]["token"])
+        org.save()
+        pks.append(org.pk)
+        people[org.pk] = {
+            "username": user["username"],
+            "user_id": user["user_id"],
+            "consumer_key": app_data["consumer_key"],
+        }
+    actor = Actor(user=admin)
+    campaign, _ = campaigns.campaign_create(
+        actor=actor, access=AccessProfile(admin), org_ids=pks, name="Bench links"
+    )
+    links = []
+    for row in CampaignOrg.objects.filter(campaign=campaign).order_by("pk"):
+        url = delegation.campaign_row_link_copy(actor=actor, row=row)
+        links.append({"row": row.pk, "org": row.org_id, "path": urlsplit(url).path})
+    return {"campaign": campaign, "pks": pks, "links": links, "people": people}
+
+
+def _follow_link(index: int, link: dict[str, Any], username: str) -> None:
+    """One person: open the link, "Log in with Salesforce", log in at the
+    simulator, come back to the console's callback."""
+    from django.db import connection
+    from django.test import Client
+
+    from tests.simclient import salesforce_login
+
+    # Each person comes from an address of their own, as they would.
+    client = Client(REMOTE_ADDR=f"10.{index // 250}.{index % 250}.7")
+    try:
+        page = client.get(link["path"])
+        if page.status_code != 200:
+            raise BenchError(f"GET {link['path']} answered {page.status_code}")
+        start = client.post(link["path"])
+        if start.status_code != 302:
+            raise BenchError(f"Log in with Salesforce answered {start.status_code}")
+        callback = urlsplit(salesforce_login(start["Location"], username, SF_PASSWORD))
+        back = client.get(f"{callback.path}?{callback.query}")
+        if back.status_code != 302:
+            raise BenchError(f"the callback answered {back.status_code}")
+    finally:
+        connection.close()
+
+
+def _work_left(campaign_id: int, pks: list[int], since: Any) -> int:
+    """Rows not connected, plus applied changes whose old token is not
+    revoked yet, plus permission checks still running: 0 when all the
+    links' work is done."""
+    from connections.models import CampaignOrg, ConnectionChange, PermissionCheck
+
+    rows = (
+        CampaignOrg.objects.filter(campaign_id=campaign_id)
+        .exclude(state=CampaignOrg.State.CONNECTED)
+        .count()
+    )
+    revokes = ConnectionChange.objects.filter(
+        org_id__in=pks,
+        state=ConnectionChange.State.APPLIED,
+        created_at__gte=since,
+        old_token_revoked_at__isnull=True,
+    ).count()
+    checks = PermissionCheck.objects.filter(
+        org_id__in=pks, state=PermissionCheck.State.RUNNING
+    ).count()
+    return rows + revokes + checks
+
+
+def measure_links(env: BenchEnv, simulator: Simulator, admin: Any) -> dict[str, Any]:
+    from django.utils import timezone
+
+    from companies.models import AuditEvent
+    from connections.models import CampaignOrg, ConnectionChange
+
+    sim = simulator.sim
+    seeded = seed_links(simulator, admin, LINKS)
+    campaign, pks, links, people = (
+        seeded["campaign"],
+        seeded["pks"],
+        seeded["links"],
+        seeded["people"],
+    )
+    simulator.set_latency(LATENCY_MS)
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def person(item: tuple[int, dict[str, Any]]) -> None:
+        index, link = item
+        try:
+            _follow_link(index, link, people[link["org"]]["username"])
+        except Exception as exc:  # counted as lost; the run goes on
+            with lock:
+                errors.append(f"{link['path'][:12]}…: {exc}")
+
+    try:
+        with running_worker(
+            env, name="campaign", concurrency=WORKER_CONCURRENCY
+        ) as worker:
+            sim.clear_requests()
+            since = timezone.now()
+            started = time.monotonic()
+            with ThreadPoolExecutor(max_workers=PERSONS) as pool:
+                list(pool.map(person, enumerate(links)))
+            persons_s = time.monotonic() - started
+            try:
+                wait_until(
+                    lambda: _work_left(campaign.pk, pks, since) == 0,
+                    timeout=max(300, LINKS * 2),
+                    interval=0.2,
+                    what="every link's row to be connected",
+                )
+            except BenchError:
+                errors.append("timed out:\n" + worker.tail())
+            wall = time.monotonic() - started
+            seen = -1
+            while (now_seen := simulator.request_count()) != seen:
+                seen = now_seen
+                time.sleep(0.5)
+    finally:
+        simulator.set_latency(0)
+    entries = sim.requests()
+    person_requests = sum(1 for e in entries if "/oauth2/authorize" in e["path"])
+    worker_requests = len(entries) - person_requests
+    ideal = worker_requests * LATENCY_MS / 1000 / WORKER_CONCURRENCY
+
+    connected = CampaignOrg.objects.filter(
+        campaign=campaign, state=CampaignOrg.State.CONNECTED
+    ).count()
+    uses = Counter(
+        event["row"]
+        for event in AuditEvent.objects.filter(
+            action="campaign.link_used", created_at__gte=since
+        ).values_list("after", flat=True)
+    )
+    applied = Counter(
+        ConnectionChange.objects.filter(
+            org_id__in=pks,
+            state=ConnectionChange.State.APPLIED,
+            created_at__gte=since,
+        ).values_list("org_id", flat=True)
+    )
+    live_tokens = {
+        pk: sim.get(
+            "/refresh-tokens",
+            user_id=people[pk]["user_id"],
+            consumer_key=people[pk]["consumer_key"],
+        )["active"]
+        for pk in pks
+    }
+    row_of = {link["org"]: link["row"] for link in links}
+    doubled = {
+        pk
+        for pk in pks
+        if uses[row_of[pk]] > 1 or applied[pk] > 1 or live_tokens[pk] > 1
+    }
+    return {
+        "links": LINKS,
+        "links_ratio_to_ideal": ratio(wall, ideal),
+        "links_lost": LINKS - connected,
+        "links_double_applied": len(doubled),
+        "links_wall_s": rounded(wall),
+        "links_ideal_s": rounded(ideal),
+        "links_persons_done_s": rounded(persons_s),
+        "links_worker_requests": worker_requests,
+        "links_worker_requests_per_link": round(worker_requests / LINKS, 2),
+        "links_person_requests": person_requests,
+        "links_latency_ms": LATENCY_MS,
+        "links_worker_concurrency": WORKER_CONCURRENCY,
+        "links_persons_at_once": PERSONS,
+        "links_errors": errors[:5],
+        "links_live_tokens": dict(Counter(live_tokens.values())),
+    }
+
+
+def run(env: BenchEnv, simulator: Simulator) -> dict[str, Any]:
+    admin = _admin()
+    result = measure_pages(env, admin)
+    result |= measure_links(env, simulator, admin)
+    result["targets"] = {
+        "links_ratio_to_ideal_at_most": TARGET_LINKS_RATIO,
+        "met": result["links_ratio_to_ideal"] <= TARGET_LINKS_RATIO
+        and result["links_lost"] == 0
+        and result["links_double_applied"] == 0
+        and result["create_queries_10"] == result["create_queries_1000"]
+        and result["page_queries_10"] == result["page_queries_1000"],
+    }
+    return result
+
+
+def table(result: dict[str, Any]) -> str:
+    rows = [
+        [
+            "create (bulk bar, all matching)",
+            result["create_queries_10"],
+            result["create_queries_1000"],
+            f"{result['create_ms_10']} / {result['create_ms_1000']} ms",
+        ],
+        [
+            "campaign page",
+            result["page_queries_10"],
+            result["page_queries_1000"],
+            f"{result['page_median_ms_1000']} ms at 1,000 rows vs org list "
+            f"{result['org_list_median_ms']} ms (x{result['page_ratio_to_org_list']})",
+        ],
+    ]
+    targets = result["targets"]
+    return format_table(
+        "Re-authorization campaigns (PostgreSQL, in-process test client)",
+        ["what", "queries@10", "queries@1000", "server time (median)"],
+        rows,
+        notes=[
+            f"{result['links']} delegated links at once ({result['links_persons_at_once']}"
+            f" people), simulator at {result['links_latency_ms']} ms, worker "
+            f"{result['links_worker_concurrency']} threads: wall "
+            f"{result['links_wall_s']} s vs ideal {result['links_ideal_s']} s "
+            f"({result['links_worker_requests']} worker requests x latency / "
+            f"concurrency): ratio {result['links_ratio_to_ideal']} "
+            f"(target <= {targets['links_ratio_to_ideal_at_most']})",
+            f"lost {result['links_lost']}, double-applied "
+            f"{result['links_double_applied']}; live tokens per org: "
+            f"{result['links_live_tokens']}; persons done after "
+            f"{result['links_persons_done_s']} s",
+            "targets: " + ("met" if targets["met"] else "NOT met"),
+            *[f"error: {e}" for e in result["links_errors"]],
+        ],
+    )
