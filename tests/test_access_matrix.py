@@ -299,6 +299,7 @@ ADMIN_PAGES = [
     "/admin/auth/group/",
     "/admin/connections/salesforceidentitylink/",
     "/admin/connections/signinattempt/",
+    "/admin/orgs/refreshtokenrecord/",
 ]
 
 

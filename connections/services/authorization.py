@@ -263,6 +263,18 @@ def change_previous_token_abandon(change: ConnectionChange) -> None:
     change_token_revoke_later(change=change)
 
 
+def token_purpose(change: ConnectionChange) -> str:
+    """Why the console obtained the token, for the ledger: a re-authorization
+    through a campaign's delegated link is told apart (its row is bound to
+    the browser that opened the link)."""
+    if (
+        change.kind == ConnectionChange.Kind.REAUTHORIZE
+        and change.campaign_rows.exclude(browser_binding="").exists()
+    ):
+        return RefreshTokenRecord.Purpose.DELEGATED_LINK
+    return PURPOSES.get(change.kind, RefreshTokenRecord.Purpose.EDIT_CONNECTION)
+
+
 def token_record(
     change: ConnectionChange, tokens: salesforce.TokenSet, revoke_reason: str = ""
 ) -> None:
@@ -279,9 +291,7 @@ def token_record(
             client_app_id=change.client_app_id,
             salesforce_org_id=tokens.org_id,
             user_id=tokens.user_id,
-            purpose=PURPOSES.get(
-                change.kind, RefreshTokenRecord.Purpose.EDIT_CONNECTION
-            ),
+            purpose=token_purpose(change),
             login_url=change.login_url,
             org=change.org,
         )
@@ -291,7 +301,7 @@ def token_record(
         client_app_id=change.client_app_id,
         salesforce_org_id=tokens.org_id,
         user_id=tokens.user_id,
-        purpose=PURPOSES.get(change.kind, RefreshTokenRecord.Purpose.EDIT_CONNECTION),
+        purpose=token_purpose(change),
         login_url=change.login_url,
         org=change.org if change.org and change.org.org_id == tokens.org_id else None,
         revoke_reason=revoke_reason,

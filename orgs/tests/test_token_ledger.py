@@ -16,8 +16,9 @@ from django.utils import timezone
 
 from companies.models import AuditEvent
 from connections import salesforce
-from connections.models import ConnectionChange
+from connections.models import Campaign, CampaignOrg, ConnectionChange
 from connections.services import revocation
+from connections.services.authorization import token_purpose
 from orgs import token_ledger
 from orgs.models import RefreshTokenRecord, SalesforceOrg
 from orgs.selectors import token_budget_for
@@ -443,3 +444,24 @@ def test_the_wizard_warns_before_authorize_at_salesforce(world):  # noqa: F811
 
     assert "The console already holds 4 live tokens for int@acme" in page
     assert page.index("Salesforce keeps five") < page.index("Authorize at Salesforce")
+
+
+def test_a_token_obtained_through_a_delegated_link_says_so():
+    org = connected_org()
+    change = ConnectionChange.objects.create(
+        kind=ConnectionChange.Kind.REAUTHORIZE,
+        org=org,
+        client_app=org.client_app,
+        login_url=LOGIN,
+        state=ConnectionChange.State.EXCHANGING,
+    )
+    assert token_purpose(change) == RefreshTokenRecord.Purpose.REAUTHORIZATION
+    campaign = Campaign.objects.create(name="Rotation", deadline=timezone.now())
+    CampaignOrg.objects.create(
+        campaign=campaign,
+        org=org,
+        company=org.company,
+        change=change,
+        browser_binding="bound-to-the-link-browser",
+    )
+    assert token_purpose(change) == RefreshTokenRecord.Purpose.DELEGATED_LINK
