@@ -29,6 +29,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--quick", action="store_true", help="fewer samples and a smaller fleet"
     )
     parser.add_argument(
+        "--orgs",
+        type=int,
+        default=None,
+        help="fleet size of the health check (default 1000, 250 with --quick); "
+        "its result is kept under health_check.fleets.<N> in results.json",
+    )
+    parser.add_argument(
         "--only",
         default="",
         help=f"comma-separated subset of: {', '.join(BENCHMARKS)}",
@@ -58,7 +65,21 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
-def _write_results(results: dict[str, Any]) -> None:
+def _write_results(results: dict[str, Any], orgs: int | None) -> None:
+    """Replace the sections of the benchmarks that ran and keep the others
+    (a run with ``--only`` updates only its own). A health check of a fleet
+    of another size (``--orgs``) goes under ``health_check.fleets.<N>``."""
+    try:
+        kept = json.loads(common.RESULTS_PATH.read_text())
+    except (OSError, ValueError):
+        kept = {}
+    if orgs is not None and "health_check" in results:
+        section = kept.get("health_check") or {}
+        section.setdefault("fleets", {})[str(orgs)] = results.pop("health_check")
+        results["health_check"] = section
+    elif "health_check" in results and "fleets" in kept.get("health_check", {}):
+        results["health_check"]["fleets"] = kept["health_check"]["fleets"]
+    results = {**kept, **results}
     tmp = common.RESULTS_PATH.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
     os.replace(tmp, common.RESULTS_PATH)
@@ -67,7 +88,7 @@ def _write_results(results: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     started = time.monotonic()
-    env = common.prepare_environment(quick=args.quick)
+    env = common.prepare_environment(quick=args.quick, orgs=args.orgs)
     simulator = common.Simulator()
     try:
         common.check_services(env)
@@ -93,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = result
             say("\n" + modules[name].table(result) + "\n")
         results["duration_s"] = round(time.monotonic() - started, 1)
-        _write_results(results)
+        _write_results(results, args.orgs)
         say(
             f"bench: wrote {common.RESULTS_PATH.relative_to(common.ROOT)} "
             f"({results['duration_s']:.0f} s in all)"

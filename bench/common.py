@@ -50,6 +50,8 @@ class BenchEnv:
     own_database: bool
     own_broker_db: bool
     quick: bool
+    # The health check's fleet size (``--orgs``); None for the default.
+    orgs: int | None = None
     simulator_url: str = ""
     base_env: dict[str, str] = field(default_factory=dict)
 
@@ -63,7 +65,7 @@ def _fernet_key() -> str:
     return Fernet.generate_key().decode()
 
 
-def prepare_environment(*, quick: bool) -> BenchEnv:
+def prepare_environment(*, quick: bool, orgs: int | None = None) -> BenchEnv:
     """Set the ``VBSF_*`` variables the console reads, production-like.
 
     Debug is off (templates and queries are not instrumented), keys are
@@ -83,6 +85,7 @@ def prepare_environment(*, quick: bool) -> BenchEnv:
         own_database=not database_url,
         own_broker_db=not broker_url,
         quick=quick,
+        orgs=orgs,
     )
     env.base_env = {
         "DJANGO_SETTINGS_MODULE": "vbsf.settings",
@@ -315,6 +318,13 @@ class Worker(CeleryWorkerProcess):
 
     def failure(self, message: str) -> Exception:
         return BenchError(message)
+
+    def mark(self) -> None:
+        """Remember where the log is now, for :meth:`output_since_mark`."""
+        self.marked = len(self.output())
+
+    def output_since_mark(self) -> str:
+        return self.output()[getattr(self, "marked", 0) :]
 
     def peak_rss_mb(self) -> float:
         """Peak resident memory (VmHWM) of the worker and its children."""

@@ -30,7 +30,6 @@ from .common import (
     purge_broker,
     ratio,
     rounded,
-    wait_until,
 )
 
 LATENCY_MS = 100
@@ -41,9 +40,26 @@ LATENCY_MS = 100
 RUNS_FULL = "8x1,16x1,50x1"
 RUNS_QUICK = "8x1"
 ORGS_PER_COMPANY = 50
-TARGET_RATIO = 1.5
-# A healthy org needs a token refresh and one REST call.
-NEEDED_REQUESTS_PER_ORG = 2
+# Steady state (the second check in a row), first layout: the REST call
+# alone, with the access token kept from the first check.
+TARGET_RATIO = 1.2
+TARGET_REQUESTS_PER_ORG = 1.1
+TARGET_WORKER_CPU_MS = 8.0
+# The health check keeps access tokens in the cache, which is Redis in
+# production (.env.example); the benchmark's other figures keep the database
+# cache. Database 13 is flushed before each layout, so its first check finds
+# no token kept.
+DEFAULT_CACHE_URL = "redis://127.0.0.1:6379/13"
+
+
+def _cache_url() -> str:
+    return os.environ.get("VBSF_BENCH_CACHE_URL", "").strip() or DEFAULT_CACHE_URL
+
+
+def _flush_cache() -> None:
+    import redis
+
+    redis.Redis.from_url(_cache_url()).flushdb()
 
 
 def _fixture(count: int) -> dict[str, Any]:
@@ -161,16 +177,15 @@ def _machine_busy() -> tuple[float, float]:
     return sum(fields) - idle, sum(fields)
 
 
-def measure(
+def _check_fleet(
     env: BenchEnv,
     simulator: Simulator,
     pks: list[int],
+    workers: list[Worker],
     *,
     concurrency: int,
-    processes: int = 1,
 ) -> dict[str, Any]:
-    """One full health check of ``pks`` on ``processes`` worker processes
-    with ``concurrency`` threads in all."""
+    """One full health check of ``pks`` on running workers, measured."""
     from django.utils import timezone
 
     from orgs.models import SalesforceOrg
@@ -178,58 +193,49 @@ def measure(
 
     count = len(pks)
     sim = simulator.sim
-    purge_broker(env)
-    workers = [
-        Worker(env, name=f"health-{i}", concurrency=concurrency // processes)
-        for i in range(processes)
-    ]
-    try:
-        for worker in workers:
-            worker.start()
-        sim.clear_requests()
-        cpu_before = cpu_by_process()
-        busy_before = _machine_busy()
-        started_at = timezone.now()
-        started = time.monotonic()
-        check_all_orgs.apply_async(kwargs={"spread": False})
-        # A cheap query, polled five times a second, so that the benchmark's
-        # own polling takes little of the CPU it measures.
-        done = SalesforceOrg.objects.filter(
-            pk__range=(min(pks), max(pks)), last_checked_at__gte=started_at
-        )
-        first_seen = None
-        while (checked := done.count()) < count:
-            if checked and first_seen is None:
-                first_seen = time.monotonic() - started
-            if time.monotonic() - started > 600:
-                raise RuntimeError(
-                    f"only {checked} of {count} orgs were checked in 600 s:\n"
-                    + workers[0].tail()
-                )
-            time.sleep(0.2)
-        wall = time.monotonic() - started
-        busy_after = _machine_busy()
-        cpu = cpu_breakdown(
-            cpu_before,
-            cpu_by_process(),
-            {
-                "worker": {w.process.pid for w in workers},
-                "simulator": {simulator.process.pid},
-                "benchmark": {os.getpid()},
-            },
-        )
-        worker_cpu = cpu["worker"]
-        peak_rss = [w.peak_rss_mb() for w in workers]
-        # The simulator logs a request once it has answered it.
-        wait_until(
-            lambda: simulator.request_count() >= NEEDED_REQUESTS_PER_ORG * count,
-            timeout=10,
-            what="the simulator's request log",
-        )
-        logs = "".join(w.output() for w in workers)
-    finally:
-        for worker in workers:
-            worker.stop()
+    sim.clear_requests()
+    for worker in workers:
+        worker.mark()
+    cpu_before = cpu_by_process()
+    busy_before = _machine_busy()
+    started_at = timezone.now()
+    started = time.monotonic()
+    check_all_orgs.apply_async(kwargs={"spread": False})
+    # A cheap query, polled five times a second, so that the benchmark's
+    # own polling takes little of the CPU it measures.
+    done = SalesforceOrg.objects.filter(
+        pk__range=(min(pks), max(pks)), last_checked_at__gte=started_at
+    )
+    first_seen = None
+    limit = max(600, count * 0.2)
+    while (checked := done.count()) < count:
+        if checked and first_seen is None:
+            first_seen = time.monotonic() - started
+        if time.monotonic() - started > limit:
+            raise RuntimeError(
+                f"only {checked} of {count} orgs were checked in {limit:.0f} s:\n"
+                + workers[0].tail()
+            )
+        time.sleep(0.2)
+    wall = time.monotonic() - started
+    busy_after = _machine_busy()
+    cpu = cpu_breakdown(
+        cpu_before,
+        cpu_by_process(),
+        {
+            "worker": {w.process.pid for w in workers},
+            "simulator": {simulator.process.pid},
+            "benchmark": {os.getpid()},
+        },
+    )
+    worker_cpu = cpu["worker"]
+    # The simulator logs a request once it has answered it: wait until the
+    # log stops growing.
+    seen = -1
+    while (now_seen := simulator.request_count()) != seen:
+        seen = now_seen
+        time.sleep(0.5)
+    logs = "".join(w.output_since_mark() for w in workers)
     entries = sim.requests()
     requests = len(entries)
     by_kind = Counter(
@@ -242,12 +248,8 @@ def measure(
     fanout = _TASK_DONE.search(logs)
     busy = (busy_after[0] - busy_before[0]) / max(1, busy_after[1] - busy_before[1])
     return {
-        "concurrency": concurrency,
-        "processes": processes,
         "ratio_to_ideal": ratio(wall, ideal),
         "requests_per_org": round(requests / count, 3),
-        "peak_rss_mb": round(sum(peak_rss), 1),
-        "peak_rss_mb_per_process": peak_rss,
         "requests": requests,
         "token_requests": by_kind["token"],
         "rest_requests": by_kind["rest"],
@@ -265,12 +267,64 @@ def measure(
     }
 
 
+def measure(
+    env: BenchEnv,
+    simulator: Simulator,
+    pks: list[int],
+    *,
+    concurrency: int,
+    processes: int = 1,
+) -> dict[str, Any]:
+    """Two full health checks of ``pks`` in a row on fresh workers
+    (``processes`` of them, ``concurrency`` threads in all): the first finds
+    no access token kept and refreshes every org; the second is the steady
+    state. The run's figures are the steady state's; ``first`` holds the
+    first check's."""
+    purge_broker(env)
+    _flush_cache()
+    workers = [
+        Worker(
+            env,
+            name=f"health-{i}",
+            concurrency=concurrency // processes,
+            extra_env={"VBSF_CACHE_URL": _cache_url()},
+        )
+        for i in range(processes)
+    ]
+    try:
+        for worker in workers:
+            worker.start()
+        first = _check_fleet(env, simulator, pks, workers, concurrency=concurrency)
+        steady = _check_fleet(env, simulator, pks, workers, concurrency=concurrency)
+        peak_rss = [w.peak_rss_mb() for w in workers]
+    finally:
+        for worker in workers:
+            worker.stop()
+    return {
+        "concurrency": concurrency,
+        "processes": processes,
+        **{k: steady[k] for k in ("ratio_to_ideal", "requests_per_org")},
+        "requests_per_org_steady": steady["requests_per_org"],
+        "requests_per_org_first": first["requests_per_org"],
+        "peak_rss_mb": round(sum(peak_rss), 1),
+        "peak_rss_mb_per_process": peak_rss,
+        **{
+            k: v
+            for k, v in steady.items()
+            if k not in ("ratio_to_ideal", "requests_per_org")
+        },
+        "first": first,
+    }
+
+
 def run(env: BenchEnv, simulator: Simulator) -> dict[str, Any]:
     """Seed the fleet, run full health checks, measure them."""
     from orgs.health import health_check_targets
 
-    count = 250 if env.quick else 1000
+    count = env.orgs or (250 if env.quick else 1000)
+    began = time.monotonic()
     pks = seed(simulator, count)
+    seed_s = time.monotonic() - began
     # Orgs of other benchmarks (no refresh token) are not checked; make sure.
     targets = set(health_check_targets())
     if targets != set(pks):
@@ -279,7 +333,7 @@ def run(env: BenchEnv, simulator: Simulator) -> dict[str, Any]:
         )
     simulator.set_latency(LATENCY_MS)
     specs = os.environ.get("VBSF_BENCH_HEALTH_RUNS") or (
-        RUNS_QUICK if env.quick else RUNS_FULL
+        RUNS_QUICK if env.quick or env.orgs else RUNS_FULL
     )
     runs = []
     try:
@@ -292,55 +346,63 @@ def run(env: BenchEnv, simulator: Simulator) -> dict[str, Any]:
             )
     finally:
         simulator.set_latency(0)
-    headline = runs[0]
+    head = runs[0]
+    headline = (
+        "ratio_to_ideal",
+        "requests_per_org_steady",
+        "worker_cpu_ms_per_org",
+        "requests_per_org",
+        "peak_rss_mb",
+    )
     return {
-        **{
-            k: headline[k]
-            for k in ("ratio_to_ideal", "requests_per_org", "peak_rss_mb")
-        },
+        **{k: head[k] for k in headline},
         "orgs": count,
         "latency_ms": LATENCY_MS,
-        **{
-            k: v
-            for k, v in headline.items()
-            if k not in ("ratio_to_ideal", "requests_per_org", "peak_rss_mb")
-        },
+        "seed_s": rounded(seed_s),
+        **{k: v for k, v in head.items() if k not in headline},
         "runs": runs,
         "targets": {
             "ratio_to_ideal_at_most": TARGET_RATIO,
-            "requests_per_org_at_most": NEEDED_REQUESTS_PER_ORG,
-            "met": headline["ratio_to_ideal"] <= TARGET_RATIO
-            and headline["requests_per_org"] <= NEEDED_REQUESTS_PER_ORG,
+            "requests_per_org_steady_at_most": TARGET_REQUESTS_PER_ORG,
+            "worker_cpu_ms_per_org_at_most": TARGET_WORKER_CPU_MS,
+            "met": head["ratio_to_ideal"] <= TARGET_RATIO
+            and head["requests_per_org_steady"] <= TARGET_REQUESTS_PER_ORG
+            and head["worker_cpu_ms_per_org"] <= TARGET_WORKER_CPU_MS,
         },
     }
 
 
 def table(result: dict[str, Any]) -> str:
-    rows = [
-        [
-            result["orgs"],
-            f"{r['processes']} x {r['concurrency'] // r['processes']}",
-            r["concurrency"],
-            r["requests"],
-            r["requests_per_org"],
-            r["ideal_s"],
-            r["wall_s"],
-            r["ratio_to_ideal"],
-            r["peak_rss_mb"],
-            r["worker_cpu_ms_per_org"],
-            r["machine_cpu_busy_pct"],
-        ]
-        for r in result["runs"]
-    ]
+    rows = []
+    for r in result["runs"]:
+        layout = f"{r['processes']} x {r['concurrency'] // r['processes']}"
+        for label, check in (("first", r["first"]), ("steady", r)):
+            rows.append(
+                [
+                    result["orgs"],
+                    layout,
+                    label,
+                    check["requests"],
+                    check["requests_per_org"],
+                    check["ideal_s"],
+                    check["wall_s"],
+                    check["ratio_to_ideal"],
+                    r["peak_rss_mb"],
+                    check["worker_cpu_ms_per_org"],
+                    check["machine_cpu_busy_pct"],
+                ]
+            )
     head = result["runs"][0]
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(head["statuses_after"].items()))
+    targets = result["targets"]
     return format_table(
         f"2. Fleet health check ({result['latency_ms']} ms per Salesforce request; "
-        "real Celery workers, thread pool, Redis broker)",
+        "real Celery workers, thread pool, Redis broker; each layout checks the "
+        "fleet twice in a row)",
         [
             "orgs",
             "procs x threads",
-            "concurrency",
+            "check",
             "requests",
             "req/org",
             "ideal s",
@@ -352,14 +414,18 @@ def table(result: dict[str, Any]) -> str:
         ],
         rows,
         notes=[
-            "ideal = requests x latency / concurrency; target ratio <= "
-            f"{result['targets']['ratio_to_ideal_at_most']}, req/org <= "
-            f"{result['targets']['requests_per_org_at_most']} (one refresh, one "
-            "REST call); the first row is the headline",
-            f"first row: fan-out task {head['fanout_task_s']} s, first org checked "
-            f"after {head['first_org_checked_after_s']} s, {head['orgs_per_s']} "
-            f"orgs/s; statuses after: {statuses}",
-            "first row, CPU ms per org: "
+            "ideal = requests x latency / concurrency; the first check finds no "
+            "access token kept (a refresh and a REST call per org), the second is "
+            "the steady state (one REST call per org)",
+            f"targets (steady, first layout): req/org <= "
+            f"{targets['requests_per_org_steady_at_most']}, worker CPU <= "
+            f"{targets['worker_cpu_ms_per_org_at_most']} ms/org, ratio <= "
+            f"{targets['ratio_to_ideal_at_most']}: "
+            + ("met" if targets["met"] else "NOT met"),
+            f"steady, first layout: fan-out task {head['fanout_task_s']} s, first org "
+            f"checked after {head['first_org_checked_after_s']} s, "
+            f"{head['orgs_per_s']} orgs/s; statuses after: {statuses}",
+            "steady, first layout, CPU ms per org: "
             + ", ".join(f"{k} {v}" for k, v in head["cpu_ms_per_org"].items())
             + f" (machine: {os.cpu_count()} cores)",
         ],

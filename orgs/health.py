@@ -18,7 +18,13 @@ from vbsf import encryption
 from vbsf.queue import enqueue_on_commit
 
 from .models import ConnectionStatus, SalesforceOrg
-from .tokens import org_access_token
+from .tokens import (
+    CachedAccessToken,
+    org_access_token,
+    org_access_token_forget,
+    org_cached_access_token,
+    orgs_cached_access_tokens,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -102,9 +108,66 @@ def org_status_record(
 
 
 def org_health_check(*, org_id: int) -> str:
-    """Refresh, call the org, record the status. Raises transient errors for
-    the task to retry; records permanent ones as needs_reauthorization."""
+    """Call the org with its kept access token, or refresh first; record the
+    status. Raises transient errors for the task to retry; records permanent
+    ones as needs_reauthorization.
+
+    A healthy org with a kept access token costs one Salesforce request. A
+    token Salesforce no longer accepts (``INVALID_SESSION_ID``: session ended
+    or revoked) is dropped, and the check refreshes once and calls again.
+    """
     org = SalesforceOrg.objects.select_related("client_app").get(pk=org_id)
+    return _health_check(org, org_cached_access_token(org))
+
+
+def orgs_health_check(*, org_ids: list[int]) -> list[int]:
+    """Check several orgs one after the other (the beat's batches): one query
+    loads them and one cache read finds their kept access tokens.
+
+    Returns the orgs whose check failed transiently, for the caller to retry
+    one by one; an org deleted meanwhile is skipped.
+    """
+    orgs = SalesforceOrg.objects.select_related("client_app").in_bulk(org_ids)
+    kept = orgs_cached_access_tokens(list(orgs.values()))
+    retry, still_connected = [], []
+    for org_id in org_ids:
+        if (org := orgs.get(org_id)) is None:
+            continue
+        # The common outcome, connected as before, is recorded for the whole
+        # batch in one UPDATE at the end.
+        unchanged = (
+            org.status == ConnectionStatus.CONNECTED
+            and not org.status_reason
+            and not org.suggested_url
+        )
+        try:
+            status = _health_check(org, kept.get(org_id), record_healthy=not unchanged)
+        except salesforce.TRANSIENT_ERRORS:
+            retry.append(org_id)
+        except Exception:
+            # One org's unexpected failure must not skip the rest of the
+            # batch; the log line says which org (no secrets in our errors).
+            logger.exception("health check of org %s failed", org_id)
+        else:
+            if unchanged and status == ConnectionStatus.CONNECTED:
+                still_connected.append(org_id)
+    recorded = SalesforceOrg.objects.filter(
+        pk__in=still_connected,
+        status=ConnectionStatus.CONNECTED,
+        status_reason="",
+        suggested_url="",
+    ).update(last_checked_at=timezone.now())
+    if recorded != len(still_connected):
+        # Some changed meanwhile (a Finish, another check): one at a time.
+        for org_id in still_connected:
+            org_healthy(org_id)
+    return retry
+
+
+def _health_check(
+    org: SalesforceOrg, kept: CachedAccessToken | None, *, record_healthy: bool = True
+) -> str:
+    org_id = org.pk
     if not org.has_refresh_token or org.client_app_id is None:
         org_status_record(
             org_id,
@@ -113,27 +176,17 @@ def org_health_check(*, org_id: int) -> str:
         )
         return ConnectionStatus.NEEDS_REAUTHORIZATION
     try:
-        try:
-            tokens = org_access_token(org_id=org_id, org=org)
-        except salesforce.HostUnreachable:
-            # The stored host may be gone after a My Domain change: ask the
-            # generic login host, which answers with the org's current URL.
-            tokens = org_access_token(
-                org_id=org_id, login_url=login_host_for(org.org_type), org=org
-            )
-        if host_of(tokens.instance_url) != host_of(org.instance_url or org.login_url):
-            org_status_record(
-                org_id,
-                ConnectionStatus.URL_CHANGED,
-                f"Salesforce now answers at {host_of(tokens.instance_url)}",
-                suggested_url=tokens.instance_url,
-            )
-            return ConnectionStatus.URL_CHANGED
-        salesforce.check_org(
-            instance_url=org.instance_url or org.login_url,
-            access_token=tokens.access_token,
-            expected_org_id=org.org_id,
+        moved_to = _salesforce_check(org, kept)
+    except salesforce.SessionInvalid as exc:
+        # A token minted a moment ago and refused at once: not a kept token
+        # that expired, so no second refresh; the next check tries again.
+        org_access_token_forget(
+            org_id=org_id, fingerprint=org.refresh_token_fingerprint
         )
+        org_status_record(
+            org_id, ConnectionStatus.FAILED, salesforce.connection_problem(exc)
+        )
+        return ConnectionStatus.FAILED
     except PERMANENT as exc:
         org_status_record(
             org_id,
@@ -153,6 +206,53 @@ def org_health_check(*, org_id: int) -> str:
             org_id, ConnectionStatus.FAILED, salesforce.connection_problem(exc)
         )
         return ConnectionStatus.FAILED
+    if moved_to is not None:
+        org_status_record(
+            org_id,
+            ConnectionStatus.URL_CHANGED,
+            f"Salesforce now answers at {host_of(moved_to)}",
+            suggested_url=moved_to,
+        )
+        return ConnectionStatus.URL_CHANGED
+    return org_healthy(org_id) if record_healthy else ConnectionStatus.CONNECTED
+
+
+def _salesforce_check(org: SalesforceOrg, kept: CachedAccessToken | None) -> str | None:
+    """A check's Salesforce calls; returns the org's new URL if it moved."""
+    here = org.instance_url or org.login_url
+    if kept is not None:
+        try:
+            salesforce.check_org(
+                instance_url=here,
+                access_token=kept.access_token,
+                expected_org_id=org.org_id,
+            )
+            return None
+        except (salesforce.SessionInvalid, salesforce.HostUnreachable):
+            # Session ended or revoked, or the host is gone (a My Domain
+            # change): the refresh below tells which, and finds the new URL.
+            org_access_token_forget(
+                org_id=org.pk, fingerprint=org.refresh_token_fingerprint
+            )
+    try:
+        tokens = org_access_token(org_id=org.pk, org=org)
+    except salesforce.HostUnreachable:
+        # The stored host may be gone after a My Domain change: ask the
+        # generic login host, which answers with the org's current URL.
+        tokens = org_access_token(
+            org_id=org.pk, login_url=login_host_for(org.org_type), org=org
+        )
+    if host_of(tokens.instance_url) != host_of(here):
+        return tokens.instance_url
+    salesforce.check_org(
+        instance_url=here,
+        access_token=tokens.access_token,
+        expected_org_id=org.org_id,
+    )
+    return None
+
+
+def org_healthy(org_id: int) -> str:
     org_status_record(
         org_id,
         ConnectionStatus.CONNECTED,

@@ -9,16 +9,19 @@ rotates) calls :func:`org_refresh_token_store`.
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 
 from connections import salesforce
+from vbsf import encryption
 
 from .models import SalesforceOrg
 from .token_ledger import refresh_token_rotated
@@ -71,6 +74,8 @@ def org_refresh_token_store(
 
     Returns the encrypted token that was replaced, for revocation.
     """
+    # The access tokens of the replaced connection are not reused.
+    org_access_token_forget(org_id=org.pk, fingerprint=org.refresh_token_fingerprint)
     if replacing is None:
         return org.set_refresh_token(token)
     with transaction.atomic():
@@ -88,13 +93,89 @@ def org_refresh_token_store(
     return replaced
 
 
+@dataclass(frozen=True)
+class CachedAccessToken:
+    """An access token kept from an earlier refresh. Hidden from ``repr``."""
+
+    access_token: str = field(repr=False)
+    instance_url: str
+
+
+def access_token_cache_key(org_id: int, fingerprint: str) -> str:
+    # Keyed by the refresh token's fingerprint too: after a re-authorization
+    # or Finish the old connection's access token is never picked up.
+    return f"vbsf:org-access-token:{org_id}:{fingerprint}"
+
+
+def org_cached_access_token(org: SalesforceOrg) -> CachedAccessToken | None:
+    """The org's kept access token for its current refresh token, if any.
+
+    One cache read; no request to Salesforce. The token may still have died
+    at Salesforce (revoked, session ended): callers refresh on
+    ``SessionInvalid`` and call :func:`org_access_token_forget`.
+    """
+    if not org.refresh_token_fingerprint:
+        return None
+    return _kept(
+        cache.get(access_token_cache_key(org.pk, org.refresh_token_fingerprint))
+    )
+
+
+def orgs_cached_access_tokens(
+    orgs: list[SalesforceOrg],
+) -> dict[int, CachedAccessToken]:
+    """:func:`org_cached_access_token` for many orgs in one cache read."""
+    keys = {
+        access_token_cache_key(org.pk, org.refresh_token_fingerprint): org.pk
+        for org in orgs
+        if org.refresh_token_fingerprint
+    }
+    found = {}
+    for key, stored in cache.get_many(list(keys)).items():
+        if (kept := _kept(stored)) is not None:
+            found[keys[key]] = kept
+    return found
+
+
+def _kept(stored: object) -> CachedAccessToken | None:
+    if not isinstance(stored, str):
+        return None
+    try:
+        value = json.loads(encryption.decrypt(stored))
+        return CachedAccessToken(value["a"], value["i"])
+    except (encryption.SecretUnavailable, ValueError, KeyError, TypeError):
+        # A rotated-out encryption key or a damaged entry: refresh instead.
+        return None
+
+
+def org_access_token_keep(
+    *, org_id: int, fingerprint: str, tokens: salesforce.TokenSet
+) -> None:
+    """Keep a fresh access token, encrypted, for less than a session lasts."""
+    ttl = settings.ACCESS_TOKEN_CACHE_SECONDS
+    if ttl <= 0 or not fingerprint:
+        return
+    value = json.dumps({"a": tokens.access_token, "i": tokens.instance_url})
+    cache.set(
+        access_token_cache_key(org_id, fingerprint), encryption.encrypt(value), ttl
+    )
+
+
+def org_access_token_forget(*, org_id: int, fingerprint: str) -> None:
+    """Drop the kept access token (rejected by Salesforce, or its refresh
+    token replaced or revoked)."""
+    if fingerprint:
+        cache.delete(access_token_cache_key(org_id, fingerprint))
+
+
 def org_access_token(
     *,
     org_id: int,
     login_url: str | None = None,
     org: SalesforceOrg | None = None,
 ) -> salesforce.TokenSet:
-    """Refresh the org's access token with its stored app and refresh token.
+    """Refresh the org's access token with its stored app and refresh token,
+    and keep the new access token for :func:`org_cached_access_token`.
 
     Refreshes of one org are serialised; a rotated refresh token is saved
     through :func:`org_refresh_token_store`.
@@ -112,9 +193,16 @@ def org_access_token(
             refresh_token=org.get_refresh_token(),
             expected_org_id=org.org_id,
         )
+        kept_for = refreshed
         if tokens.refresh_token:
             stored = org_refresh_token_store(
                 org=org, token=tokens.refresh_token, replacing=refreshed
+            )
+            # Lost to a Finish or re-authorization: that token owns the org.
+            kept_for = (
+                encryption.fingerprint(tokens.refresh_token)
+                if stored is not None
+                else ""
             )
             # The ledger: the parent died, the rotated token keeps its age
             # (or is revoked, when a newer connection won).
@@ -124,4 +212,5 @@ def org_access_token(
                 token=tokens.refresh_token,
                 stored=stored is not None,
             )
+        org_access_token_keep(org_id=org_id, fingerprint=kept_for, tokens=tokens)
     return tokens

@@ -89,6 +89,7 @@ def load(state: SimState, source: str | Path | dict[str, Any]) -> dict[str, int]
     scratch.refresh_tokens = {
         k: dataclasses.replace(rt) for k, rt in state.refresh_tokens.items()
     }
+    scratch.grants = {k: list(values) for k, values in state.grants.items()}
     try:
         _apply(scratch, json.loads(json.dumps(data)))
     except v.NotFound as exc:

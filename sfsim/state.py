@@ -51,6 +51,16 @@ BadInput = v.BadInput
 NotFound = v.NotFound
 
 
+def canonical_id(sf_id: str) -> str:
+    """The key records are stored under: the 18-character form of the first
+    15 characters, so that lookups match the way :func:`ids.same_id` does
+    without scanning every record ("" when it is no ID at all)."""
+    try:
+        return ids.to18(sf_id[:15])
+    except (ValueError, TypeError):
+        return ""
+
+
 class SimState:
     """All simulator state.  Public methods lock; handlers may lock around them."""
 
@@ -72,6 +82,9 @@ class SimState:
             self.refresh_tokens: dict[str, RefreshToken] = {}
             self.access_tokens: dict[str, AccessToken] = {}
             self.approvals: set[tuple[str, str]] = set()  # (user_id, consumer_key)
+            # (user_id, consumer_key) -> its refresh tokens' values, oldest
+            # first: the five-approvals rule looks there, not at every token.
+            self.grants: dict[tuple[str, str], list[str]] = {}
             self.faults = FaultBook()
             self.requests: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
             self.setup_notices: dict[str, SetupNotice] = {}  # id -> notice
@@ -91,18 +104,18 @@ class SimState:
     # -- lookups -----------------------------------------------------------
 
     def org(self, org_id: str) -> Org:
-        for org in self.orgs.values():
-            if ids.same_id(org.org_id, org_id):
-                return org
-        raise NotFound(f"unknown org {org_id!r}")
+        org = self.orgs.get(canonical_id(org_id))
+        if org is None:
+            raise NotFound(f"unknown org {org_id!r}")
+        return org
 
     def user(self, user_id: str, org_id: str | None = None) -> User:
-        for user in self.users.values():
-            if ids.same_id(user.user_id, user_id) and (
-                org_id is None or ids.same_id(user.org_id, org_id)
-            ):
-                return user
-        raise NotFound(f"unknown user {user_id!r}")
+        user = self.users.get(canonical_id(user_id))
+        if user is None or (
+            org_id is not None and not ids.same_id(user.org_id, org_id)
+        ):
+            raise NotFound(f"unknown user {user_id!r}")
+        return user
 
     def app(self, consumer_key: str) -> App:
         try:
@@ -152,7 +165,7 @@ class SimState:
         with self.lock:
             if data.get("org_id") is not None:
                 org_id = v.sf_id(data["org_id"], ids.PREFIX_ORG, "org_id")
-                if any(ids.same_id(org_id, o) for o in self.orgs):
+                if org_id in self.orgs:
                     raise BadInput("an org with this org_id already exists")
             else:
                 org_id = ids.new_id(ids.PREFIX_ORG)
@@ -260,7 +273,7 @@ class SimState:
                 raise BadInput("username already exists")
             if data.get("user_id") is not None:
                 user_id = v.sf_id(data["user_id"], ids.PREFIX_USER, "user_id")
-                if any(ids.same_id(user_id, u) for u in self.users):
+                if user_id in self.users:
                     raise BadInput("a user with this user_id already exists")
             else:
                 user_id = ids.new_id(ids.PREFIX_USER)
@@ -401,15 +414,10 @@ class SimState:
     ) -> RefreshToken:
         """Store a new approval, revoking the oldest beyond five per user+app."""
         with self.lock:
+            grant = self.grants.setdefault((user.user_id, app.consumer_key), [])
+            tokens = (self.refresh_tokens[value] for value in grant)
             live = sorted(
-                (
-                    rt
-                    for rt in self.refresh_tokens.values()
-                    if not rt.revoked
-                    and rt.user_id == user.user_id
-                    and rt.consumer_key == app.consumer_key
-                ),
-                key=lambda rt: rt.seq,
+                (rt for rt in tokens if not rt.revoked), key=lambda rt: rt.seq
             )
             for old in live[: max(0, len(live) - MAX_APPROVALS + 1)]:
                 self.revoke_refresh(old, "approval limit")
@@ -423,6 +431,12 @@ class SimState:
                 seq=self.next_seq(),
             )
             self.refresh_tokens[rt.token] = rt
+            # Revoked ones stay in refresh_tokens (they answer invalid_grant)
+            # but leave the grant's list, so it stays at most five long.
+            grant[:] = [
+                value for value in grant if not self.refresh_tokens[value].revoked
+            ]
+            grant.append(rt.token)
             return rt
 
     def revoke_refresh(self, rt: RefreshToken, reason: str) -> None:
