@@ -35,7 +35,7 @@ from django.utils import timezone
 
 from vbsf import encryption
 from vbsf.http import OutboundError, post_json
-from vbsf.queue import enqueue_on_commit
+from vbsf.queue import enqueue_now, enqueue_on_commit
 
 from .audit import Actor, audit_record
 from .models import Company, Incident, NotificationChannel, NotificationDelivery
@@ -383,6 +383,29 @@ def notification_deliver(*, delivery_id: int) -> str:
     except encryption.SecretUnavailable as exc:
         return _record(delivery, DeliveryFailed(str(exc), permanent=True))
     return _record(delivery, None)
+
+
+def notification_deliveries_resume() -> int:
+    """Beat's safety net: send again what a broker outage or a dead worker
+    left behind (a delivery untouched well past its next attempt). A second
+    task for one delivery is harmless: only one can claim it."""
+    now = timezone.now()
+    waiting = Delivery.objects.filter(
+        state__in=[
+            Delivery.State.PENDING,
+            Delivery.State.RETRYING,
+            Delivery.State.SENDING,
+        ],
+        updated_at__lt=now - STALE_SENDING,
+    ).only("pk", "attempts", "updated_at")
+    resumed = 0
+    for delivery in waiting[:500]:
+        backoff = float(settings.NOTIFICATION_RETRY_BACKOFF)
+        due = timedelta(seconds=backoff * 2 ** max(0, delivery.attempts - 1))
+        if delivery.updated_at < now - due - STALE_SENDING:
+            enqueue_now(DELIVER_TASK, delivery_id=delivery.pk)
+            resumed += 1
+    return resumed
 
 
 @dataclass(frozen=True)

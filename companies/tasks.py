@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from .notifications import notification_deliver
+from .notifications import notification_deliver, notification_deliveries_resume
 
 
 @shared_task(ignore_result=True, acks_late=True)
@@ -12,3 +12,8 @@ def deliver_notification(*, delivery_id: int) -> None:
     # Retries are the service's: it records the error and enqueues the next
     # attempt with a backoff, so the delivery log shows every attempt.
     notification_deliver(delivery_id=delivery_id)
+
+
+@shared_task(ignore_result=True)
+def resume_notifications() -> None:
+    notification_deliveries_resume()

@@ -384,6 +384,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "orgs.tasks.send_alert_digests",
         "schedule": envint("ALERT_DIGEST_SECONDS", 300),
     },
+    "resume-notifications": {
+        "task": "companies.tasks.resume_notifications",
+        "schedule": 120,
+    },
 }
 # Benchmarks compress the activation schedule; the schedule stays the same.
 ACTIVATION_TIME_SCALE = envfloat("ACTIVATION_TIME_SCALE", 1.0)

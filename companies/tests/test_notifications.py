@@ -7,11 +7,13 @@ import hashlib
 import hmac
 import json
 import socket
+from datetime import timedelta
 from unittest import mock
 
 import pytest
 import responses
 from django.test import Client
+from django.utils import timezone
 
 from companies import notifications
 from companies.audit import Actor
@@ -250,3 +252,21 @@ def test_an_incident_gives_one_message_per_channel_when_it_opens_and_closes(
     assert hook["status"] == "failing" and hook["orgs"] == orgs
     assert hook["incident"]["id"] == incident.pk
     assert sent_tasks.call_count == 2
+
+
+def test_beat_resends_deliveries_left_behind(admin, acme, settings, sent_tasks):
+    settings.NOTIFICATION_RETRY_BACKOFF = 30
+    delivery, _ = _webhook_delivery(acme, admin)
+    sent_tasks.reset_mock()
+    assert notifications.notification_deliveries_resume() == 0  # just made
+    old = timezone.now() - timedelta(minutes=6)
+    Delivery.objects.filter(pk=delivery.pk).update(updated_at=old)
+    assert notifications.notification_deliveries_resume() == 1
+    assert sent_tasks.call_args.kwargs["kwargs"] == {"delivery_id": delivery.pk}
+    # A retry waits its backoff first; sent ones are left alone.
+    Delivery.objects.filter(pk=delivery.pk).update(
+        state="retrying", attempts=4, updated_at=old
+    )
+    assert notifications.notification_deliveries_resume() == 0
+    Delivery.objects.filter(pk=delivery.pk).update(state="sent")
+    assert notifications.notification_deliveries_resume() == 0
