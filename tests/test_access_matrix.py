@@ -216,10 +216,7 @@ def test_role_can_get_exactly_what_spec_allows(world, role, name):
     assert "frame-ancestors 'none'" in response["Content-Security-Policy"]
     assert response["X-Frame-Options"] == "DENY"
     assert response["X-Content-Type-Options"] == "nosniff"
-    # A delegated link's pages carry its token in the address: no Referer.
-    assert response["Referrer-Policy"] == (
-        "no-referrer" if rule == "link" else "same-origin"
-    )
+    assert response["Referrer-Policy"] == "same-origin"
     if rule == "link":
         assert response.status_code == 410
     elif rule == "public":

@@ -170,9 +170,7 @@ def campaign_row_copy_link(request: HttpRequest, pk: int, row_pk: int) -> HttpRe
         if request.headers.get("HX-Request")
         else "connections/campaign_link.html"
     )
-    response = render(request, template, {"row": row, "url": url})
-    response["Referrer-Policy"] = "no-referrer"
-    return response
+    return render(request, template, {"row": row, "url": url})
 
 
 @require_POST
