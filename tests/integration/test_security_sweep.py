@@ -20,7 +20,7 @@ from companies.audit import Actor
 from companies.models import AuditEvent, NotificationChannel, RoleGrant
 from connections.models import CampaignOrg, ConnectionChange, PermissionCheck
 from connections.services.campaigns import campaign_create
-from orgs.models import SalesforceOrg, UrlVerification
+from orgs.models import RefreshTokenRecord, SalesforceOrg, UrlVerification
 from orgs.tasks import check_org_health
 from tests.factories import CompanyFactory, UserFactory
 from tests.integration.test_delegated_links import log_in_through, mailed_link
@@ -186,6 +186,11 @@ def test_planted_secrets_appear_nowhere(stack, recorder, caplog):
         f"/admin/connections/externalclientapp/{org.client_app_id}/change/",
         "/admin/connections/externalclientapp/",
         "/admin/companies/auditevent/",
+        "/admin/orgs/refreshtokenrecord/",
+        *[
+            f"/admin/orgs/refreshtokenrecord/{pk}/change/"
+            for pk in RefreshTokenRecord.objects.values_list("pk", flat=True)
+        ],
         "/oauth/callback/?code=x&state=forged",
     ]:
         client.get(url)
@@ -206,6 +211,8 @@ def test_planted_secrets_appear_nowhere(stack, recorder, caplog):
         "raw database": raw,
     }
     assert len(recorder.html) > 20 and recorder.messages
+    # The token ledger recorded the tokens this journey obtained.
+    assert RefreshTokenRecord.objects.filter(revoked_at__isnull=False).exists()
     for where, text in places.items():
         for secret in secrets:
             assert secret not in text, f"a planted secret leaked into the {where}"
