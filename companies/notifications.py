@@ -26,6 +26,7 @@ import smtplib
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.mail import send_mail
@@ -72,7 +73,10 @@ def _channel_snapshot(company: Company) -> dict[str, Any]:
     channel = NotificationChannel.objects.filter(company=company).first()
     snapshot: dict[str, Any] = {"recipients": company.contact_emails}
     if channel is not None:
-        snapshot["webhook_url"] = channel.url
+        # Host and fingerprint only: a Slack-style webhook URL is itself a
+        # credential (its path is the key).
+        snapshot["webhook_host"] = urlsplit(channel.url).hostname
+        snapshot["webhook_url_fingerprint"] = encryption.fingerprint(channel.url)
         snapshot["webhook_enabled"] = channel.enabled
         snapshot["secret_fingerprint"] = encryption.fingerprint(
             encryption.decrypt(channel.secret_encrypted)

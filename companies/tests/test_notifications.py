@@ -78,6 +78,9 @@ def test_the_webhook_secret_is_shown_once_and_stored_encrypted(admin_client, acm
     event = AuditEvent.objects.get(action="notification.settings")
     assert secret not in json.dumps([event.before, event.after, event.summary])
     assert event.after["secret_fingerprint"] == encryption.fingerprint(secret)
+    # The URL may be a credential too (Slack's are): only its host is kept.
+    assert HOOK not in json.dumps(event.after)
+    assert event.after["webhook_host"] == "hooks.example.com"
     # A new secret replaces it, is shown once, and is audited by fingerprint.
     rotated = admin_client.post(f"/settings/notifications/{acme.pk}/rotate-secret/")
     new = encryption.decrypt(NotificationChannel.objects.get().secret_encrypted)
