@@ -8,6 +8,7 @@ second run adds nothing and a larger N adds only the missing orgs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterable
@@ -23,13 +24,15 @@ from django.db.models.functions import Lower
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
+from companies.access import AccessProfile
 from companies.audit import Actor
 from companies.models import AuditEvent, Company, RoleGrant
 from companies.services import company_create, rolegrant_create
 from connections import demo
-from connections.models import ConnectionChange, ExternalClientApp
+from connections.models import Campaign, ConnectionChange, ExternalClientApp
 from connections.salesforce.urls import normalize_org_url
-from orgs.models import BackupPolicy, SalesforceOrg
+from connections.services.campaigns import CampaignError, campaign_create
+from orgs.models import BackupPolicy, ConnectionStatus, SalesforceOrg
 from orgs.services import org_create, org_snapshot
 from orgs.tokens import org_refresh_token_store
 
@@ -159,6 +162,7 @@ class Command(BaseCommand):
             )
             if d.status == "pending_activation":
                 _stage_pending_change(d, org, actor)
+        _seed_campaign()
         return companies
 
     def _seed_fleet(
@@ -216,6 +220,32 @@ def _stage_pending_change(d: demo.DemoOrg, org: SalesforceOrg, actor: Actor) -> 
         activation_started_at=now,
         next_probe_at=None,
     )
+
+
+def _seed_campaign() -> None:
+    """A re-authorization campaign over the demo orgs that need a person
+    (SPEC §9), started by the Administrator; once."""
+    grant = (
+        RoleGrant.objects.filter(role="administrator", company=None)
+        .select_related("user")
+        .first()
+    )
+    if grant is None or Campaign.objects.exists():
+        return
+    needing = SalesforceOrg.objects.filter(
+        status__in=[
+            ConnectionStatus.NEEDS_REAUTHORIZATION,
+            ConnectionStatus.FAILED,
+        ]
+    ).values_list("pk", flat=True)
+    # CampaignError: no demo org needs re-authorization, so no campaign.
+    with contextlib.suppress(CampaignError):
+        campaign_create(
+            actor=Actor(user=grant.user),
+            access=AccessProfile(grant.user),
+            org_ids=list(needing),
+            name="Demo: re-authorize after the app rotation",
+        )
 
 
 def _callback_url() -> str:
