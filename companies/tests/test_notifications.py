@@ -12,7 +12,9 @@ from unittest import mock
 
 import pytest
 import responses
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from companies import notifications
@@ -273,3 +275,19 @@ def test_beat_resends_deliveries_left_behind(admin, acme, settings, sent_tasks):
     assert notifications.notification_deliveries_resume() == 0
     Delivery.objects.filter(pk=delivery.pk).update(state="sent")
     assert notifications.notification_deliveries_resume() == 0
+
+
+def test_the_notifications_page_queries_do_not_grow_with_deliveries(
+    admin, admin_client, acme, sent_tasks
+):
+    def count() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            page = admin_client.get(f"/settings/notifications/{acme.pk}/")
+            assert page.status_code == 200
+        return len(queries)
+
+    _webhook_delivery(acme, admin)
+    few = count()
+    for _ in range(10):
+        notifications.notification_test_send(actor=Actor(user=admin), company=acme)
+    assert count() == few

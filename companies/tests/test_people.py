@@ -227,3 +227,15 @@ def test_user_list_queries_do_not_grow_with_users(admin_client):
     for _ in range(15):
         RoleGrantFactory(user=UserFactory(), role="viewer", company=company)
     assert count() == few
+
+
+def test_a_revoked_invitation_link_is_refused(admin, admin_client):
+    result = users_invite(
+        actor=Actor(user=admin), email="bo@example.com", roles=Roles(True)
+    )
+    response = admin_client.post(
+        f"/users/invitations/{result.invitation.pk}/revoke/", follow=True
+    )
+    assert "The invitation of bo@example.com is revoked." in response.content.decode()
+    assert Client().get(_path(_link_from_mail())).status_code == 404
+    assert AuditEvent.objects.filter(action="user.invite_revoke").count() == 1

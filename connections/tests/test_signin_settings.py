@@ -4,7 +4,9 @@ console users in; unlink console users from Salesforce users; audited."""
 from __future__ import annotations
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from companies.models import AuditEvent
 from connections.models import SalesforceIdentityLink
@@ -91,3 +93,20 @@ def test_linked_users_are_listed_and_unlinked(admin_client):
         admin_client.post(f"/settings/sign-in/links/{link.pk}/unlink/").status_code
         == 404
     )
+
+
+def test_the_page_queries_do_not_grow_with_links(admin_client):
+    org = SalesforceOrgFactory(alias="idp", is_identity_provider=True)
+
+    def count() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert admin_client.get("/settings/sign-in/").status_code == 200
+        return len(queries)
+
+    few = count()
+    for n in range(10):
+        SalesforceIdentityLink.objects.create(
+            user=UserFactory(), org=org, salesforce_user_id=f"00500000000{n:04d}AAA"
+        )
+        SalesforceOrgFactory()
+    assert count() == few
