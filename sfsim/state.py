@@ -402,6 +402,12 @@ class SimState:
         with self.lock:
             app = self.app(consumer_key)
             app.blocked = blocked
+            if blocked:
+                # Blocking ends the app's sessions at once, as at Salesforce:
+                # a console that keeps access tokens notices at its next call.
+                for at in self.access_tokens.values():
+                    if at.consumer_key == consumer_key:
+                        at.revoked = True
             return app
 
     # -- codes, tickets, tokens --------------------------------------------
