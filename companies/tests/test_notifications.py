@@ -220,8 +220,13 @@ def test_hosts_resolving_to_private_addresses_are_refused(settings):
 def test_listed_hosts_may_be_private(settings):
     settings.WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
     settings.WEBHOOK_CONNECT_TIMEOUT = 1
+    settings.WEBHOOK_CA_BUNDLE = ""
     # Nothing listens on port 9 (discard): refused, not blocked.
-    with pytest.raises(OutboundError, match="could not be reached"):
+    with pytest.raises(OutboundError, match="could not be reached") as caught:
+        post_json("https://127.0.0.1:9/hook", b"{}", {})
+    assert not caught.value.permanent
+    settings.WEBHOOK_CA_BUNDLE = "/nonexistent/ca.pem"
+    with pytest.raises(OutboundError, match="CA bundle"):
         post_json("https://127.0.0.1:9/hook", b"{}", {})
 
 
