@@ -30,6 +30,7 @@ from vbsf import encryption
 from vbsf.queue import enqueue_now, enqueue_on_commit
 
 from ..models import ConnectionChange, ExternalClientApp, PermissionCheck
+from .campaigns import campaign_rows_change_refused
 from .revocation import change_token_abandon, revocations_resume
 
 logger = logging.getLogger(__name__)
@@ -459,16 +460,24 @@ def connection_changes_resume() -> int:
         resumed += 1
     # An exchange interrupted after the single-use code was spent cannot be
     # repeated: the change goes back to "active" so the user authorizes again.
-    interrupted = ConnectionChange.objects.filter(
+    stale_exchanges = ConnectionChange.objects.filter(
         state=State.EXCHANGING,
         code_encrypted="",
         updated_at__lt=timezone.now() - timedelta(minutes=2),
-    ).update(
-        state=State.ACTIVE,
-        failure_code="interrupted",
-        failure_message="The sign-in was interrupted before it completed; nothing "
-        "was changed. Authorize again.",
     )
+    message = (
+        "The sign-in was interrupted before it completed; nothing was changed. "
+        "Authorize again."
+    )
+    with transaction.atomic():
+        interrupted_ids = list(stale_exchanges.values_list("pk", flat=True))
+        interrupted = stale_exchanges.filter(pk__in=interrupted_ids).update(
+            state=State.ACTIVE, failure_code="interrupted", failure_message=message
+        )
+        # A campaign row waiting on it fails with the reason; its link
+        # still works in the same browser.
+        for change_id in interrupted_ids:
+            campaign_rows_change_refused(change_id=change_id, message=message)
     # A check whose worker died mid-way would poll forever: end it.
     stuck_checks = PermissionCheck.objects.filter(
         state=PermissionCheck.State.RUNNING,
