@@ -207,6 +207,7 @@ def test_redirects_are_not_followed(admin, acme, sent_tasks):
 
 def test_hosts_resolving_to_private_addresses_are_refused(settings):
     settings.WEBHOOK_ALLOWED_HOSTS = []
+    settings.WEBHOOK_CA_BUNDLE = ""
     infos = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.5", 443))]
     with (
         mock.patch("socket.getaddrinfo", return_value=infos),
