@@ -21,7 +21,7 @@ from connections.services import revocation
 from connections.services.authorization import token_purpose
 from orgs import token_ledger
 from orgs.models import RefreshTokenRecord, SalesforceOrg
-from orgs.selectors import token_budget_for
+from orgs.selectors import token_budget_for, token_budgets_for
 from orgs.tokens import org_refresh_token_store
 from tests.conftest import world  # noqa: F401
 from tests.factories import ExternalClientAppFactory, SalesforceOrgFactory
@@ -465,3 +465,22 @@ def test_a_token_obtained_through_a_delegated_link_says_so():
         browser_binding="bound-to-the-link-browser",
     )
     assert token_purpose(change) == RefreshTokenRecord.Purpose.DELEGATED_LINK
+
+
+def test_budgets_of_many_orgs_take_one_query(django_assert_num_queries):
+    """For a campaign's rows: the same answers as one org at a time."""
+    org = connected_org("first-org-token", alias="ledger-prod")
+    for n in range(3):
+        approve(f"extra-{n}", app_id=org.client_app_id)
+    other = SalesforceOrgFactory(
+        connected_as_user_id="0055g0000054321AAA", refresh_token="other-token"
+    )
+    bare = SalesforceOrgFactory(connected_as_user_id="")
+
+    with django_assert_num_queries(1):
+        budgets = token_budgets_for(orgs=[org, other, bare])
+
+    assert set(budgets) == {org.pk, other.pk}
+    assert budgets[org.pk] == token_budget_for(org=org, reauthorizing=True)
+    assert budgets[org.pk].live == 4 and budgets[org.pk].warns
+    assert budgets[other.pk].live == 1 and not budgets[other.pk].warns

@@ -14,10 +14,11 @@ import pytest
 from companies.audit import Actor
 from companies.models import AuditEvent
 from connections import services
-from connections.models import ConnectionChange
+from connections.models import ConnectionChange, PermissionCheck
 from orgs.models import ConnectionStatus, RefreshTokenRecord, SalesforceOrg
 from orgs.selectors import token_budget_for
 from orgs.token_ledger import refresh_token_hash
+from orgs.tokens import org_access_token
 from tests.factories import (
     CompanyFactory,
     ExternalClientAppFactory,
@@ -37,14 +38,21 @@ def change(change_id: int) -> ConnectionChange:
     return ConnectionChange.objects.get(pk=change_id)
 
 
-def setup_org(stack: Any, name: str) -> tuple[SalesforceOrg, str, str, dict]:
+def setup_org(
+    stack: Any, name: str, *, rotate: bool = False
+) -> tuple[SalesforceOrg, str, str, dict]:
     """An org whose app is in the simulator; no token yet. Returns the org,
     the Salesforce user's name and ID, and the simulator's app."""
     sim = stack.sim
     created = sim.create_org(name)
     username = f"integration@{name}.example"
     user_id = sim.create_user(created["org_id"], username)
-    app = sim.create_app(created["org_id"], stack.url + "/oauth/callback/", name=name)
+    app = sim.create_app(
+        created["org_id"],
+        stack.url + "/oauth/callback/",
+        name=name,
+        rotate_refresh_tokens=rotate,
+    )
     org = SalesforceOrgFactory(
         alias=f"{name}-prod",
         org_id=created["org_id"],
@@ -235,3 +243,33 @@ def test_a_token_for_the_wrong_org_is_revoked_through_the_ledger(stack):
     assert sim_live(stack, stranger_id, app) == 0
     assert RefreshTokenRecord.objects.get(pk=record.pk).revoke_token_encrypted == ""
     assert SalesforceOrg.objects.get(pk=org.pk).refresh_token_encrypted == ""
+
+
+def test_a_rotating_app_keeps_one_live_token_in_the_ledger(stack):
+    """Salesforce rotates the refresh token on every refresh (the app's
+    policy): the health check stores the new one, the ledger marks the
+    parent rotated and keeps the approval's age, and still counts one."""
+    org, username, user_id, app = setup_org(stack, "rotating", rotate=True)
+    approved = reauthorize(org, username)
+    approval = record_of(approved)
+
+    # The permission check after the re-authorization refreshes (and so
+    # rotates) once; then two more refreshes, as a health check makes them.
+    wait_for(
+        lambda: PermissionCheck.objects.filter(org=org, state="done").exists(),
+        timeout=30,
+    )
+    for _ in range(2):
+        org_access_token(org_id=org.pk)
+
+    current = SalesforceOrg.objects.get(pk=org.pk).get_refresh_token()
+    rotated = record_of(current)
+    assert rotated.purpose == "rotation" and rotated.org_id == org.pk
+    assert rotated.approved_at == approval.approved_at
+    assert record_of(approved).revoke_reason == Reason.ROTATED
+    assert ledger_live(user_id, org) == sim_live(stack, user_id, app) == 1
+    assert not stack.sim.token_active(approved) and stack.sim.token_active(current)
+    rotations = RefreshTokenRecord.objects.filter(org=org, purpose="rotation")
+    assert rotations.count() == 3
+    assert rotations.filter(revoke_reason=Reason.ROTATED).count() == 2
+    assert token_budget_for(org=SalesforceOrg.objects.get(pk=org.pk)).live == 1
