@@ -43,6 +43,7 @@ AUDIT_CATEGORIES: dict[str, AuditCategory] = {
     "policy": AuditCategory("Backup policies", ("policy.",)),
     "user": AuditCategory("Users", ("user.",)),
     "notification": AuditCategory("Notifications", ("notification.",)),
+    "campaign": AuditCategory("Campaigns and links", ("campaign.",)),
 }
 AUDIT_CATEGORY_OTHER = "other"
 
