@@ -11,6 +11,7 @@ from unittest import mock
 import pytest
 import responses
 from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -484,3 +485,44 @@ def test_budgets_of_many_orgs_take_one_query(django_assert_num_queries):
     assert budgets[org.pk] == token_budget_for(org=org, reauthorizing=True)
     assert budgets[org.pk].live == 4 and budgets[org.pk].warns
     assert budgets[other.pk].live == 1 and not budgets[other.pk].warns
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_records_the_tokens_orgs_already_hold():
+    """GIVEN orgs connected before the ledger WHEN migration 0006 runs THEN
+    each stored token is a live record of its org, user and app."""
+    before = [("orgs", "0005_salesforce_url_check")]
+    executor = MigrationExecutor(connection)
+    latest = executor.loader.graph.leaf_nodes()
+    executor.migrate(before)
+    try:
+        old = executor.loader.project_state(before).apps
+        Company = old.get_model("companies", "Company")
+        App = old.get_model("connections", "ExternalClientApp")
+        Org = old.get_model("orgs", "SalesforceOrg")
+        app = App.objects.create(name="old", consumer_key="3MVG9old")
+        org = Org.objects.create(
+            alias="before-ledger",
+            org_id=SF_ORG,
+            company=Company.objects.create(name="Acme"),
+            login_url=LOGIN,
+            client_app=app,
+            connected_as_user_id=USER,
+            connected_as_username="int@ledger.example",
+            refresh_token_encrypted=encryption.encrypt("held-before"),
+            refresh_token_fingerprint=encryption.fingerprint("held-before"),
+        )
+        Org.objects.create(
+            alias="no-token",
+            org_id="00D5g0000088888AAA",
+            company=org.company,
+            login_url=LOGIN,
+        )
+        MigrationExecutor(connection).migrate(latest)
+    finally:
+        MigrationExecutor(connection).migrate(latest)
+    (record,) = RefreshTokenRecord.objects.all()
+    assert record.org_id == org.pk and record.client_app_id == app.pk
+    assert record.token_hash == token_ledger.refresh_token_hash("held-before")
+    assert record.purpose == "existing" and record.is_live
+    assert token_budget_for(org=SalesforceOrg.objects.get(pk=org.pk)).live == 1
