@@ -113,7 +113,7 @@ def test_category_filters_by_human_readable_kind_of_action(trail):
     _event("auth.password_signin", "EV-signin")
     _event("auth.salesforce_signin", "EV-sf-signin", org=trail.acme_org)
     _event("policy.update", "EV-policy", org=trail.acme_org)
-    _event("campaign.start", "EV-other", company=trail.acme)
+    _event("maintenance.start", "EV-other", company=trail.acme)
     access = AccessProfile(trail.admin)
     assert _summaries(access, category="org") == {"EV-org"}
     assert _summaries(access, category="connection") == {"EV-change"}
