@@ -1,0 +1,1 @@
+"""The soak: the production topology under faults (``make soak``)."""

@@ -1,0 +1,246 @@
+"""What the soak proves afterwards, from the database and the simulator.
+
+Runs in the harness's own process after ``django.setup()``; every check
+returns a :class:`Check` with what it found, so the report can say which
+org or change broke which rule.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.db.models import Count
+from django.utils import timezone
+
+from companies.models import AuditEvent
+from connections.models import ConnectionChange
+from orgs.health import orgs_check_now
+from orgs.models import ConnectionStatus, SalesforceOrg, UrlVerification
+from tests.simclient import Sim
+
+# Change states that move on by themselves (a task or beat's safety net).
+AUTOMATIC = (
+    ConnectionChange.State.AWAITING_ACTIVATION,
+    ConnectionChange.State.EXCHANGING,
+)
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    detail: str = ""
+    problems: list[str] = field(default_factory=list)
+
+
+def journal(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def settled() -> tuple[int, int]:
+    """Work still moving by itself: (changes, URL checks)."""
+    moving = ConnectionChange.objects.filter(state__in=AUTOMATIC).count()
+    checking = UrlVerification.objects.filter(
+        state=UrlVerification.State.RUNNING
+    ).count()
+    return moving, checking
+
+
+def drain(timeout: float, say: Any) -> float:
+    """Wait until changes and URL checks stop moving; seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        moving, checking = settled()
+        if not moving and not checking:
+            break
+        time.sleep(2)
+    waited = time.monotonic() - started
+    say(f"soak: drained in {waited:.0f}s (still moving: {settled()})")
+    return waited
+
+
+def recheck_all(timeout: float) -> int:
+    """A health check of every org, as beat runs it; wait for all."""
+    since = timezone.now()
+    ids = list(SalesforceOrg.objects.values_list("pk", flat=True))
+    orgs_check_now(org_ids=ids)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = SalesforceOrg.objects.exclude(last_checked_at__gte=since).count()
+        if not left:
+            return 0
+        time.sleep(1)
+    return SalesforceOrg.objects.exclude(last_checked_at__gte=since).count()
+
+
+def changes_once(entries: list[dict[str, Any]]) -> Check:
+    """No staged change lost or applied twice."""
+    problems = []
+    stuck = ConnectionChange.objects.filter(state__in=AUTOMATIC)
+    problems += [f"change {c.pk} stuck in {c.state}" for c in stuck]
+    finished = [e for e in entries if e.get("ok") and e["journey"] == "edit_connection"]
+    for entry in finished:
+        key = entry["result"].split()[-1]
+        change = ConnectionChange.objects.filter(
+            client_app__consumer_key=key, org_id=entry["org"]
+        ).first()
+        if change is None or change.state != ConnectionChange.State.APPLIED:
+            state = change.state if change else "missing"
+            problems.append(f"Finish seen for org {entry['org']}, change {state}")
+    per_org = Counter(
+        ConnectionChange.objects.filter(
+            state=ConnectionChange.State.APPLIED
+        ).values_list("org_id", "kind")
+    )
+    versions = dict(SalesforceOrg.objects.values_list("pk", "version"))
+    for (org_id, _kind), _count in per_org.items():
+        if org_id not in versions:
+            problems.append(f"applied change of a missing org {org_id}")
+    # An applied change's app is the org's app unless a later one replaced it.
+    for org in SalesforceOrg.objects.select_related("client_app"):
+        last = (
+            ConnectionChange.objects.filter(
+                org=org,
+                state=ConnectionChange.State.APPLIED,
+                kind=ConnectionChange.Kind.EDIT,
+            )
+            .order_by("-finished_at", "-pk")
+            .first()
+        )
+        reauthorized_later = (
+            last is not None
+            and ConnectionChange.objects.filter(
+                org=org,
+                state=ConnectionChange.State.APPLIED,
+                kind=ConnectionChange.Kind.REAUTHORIZE,
+                pk__gt=last.pk,
+            ).exists()
+        )
+        if last and not reauthorized_later and org.client_app_id != last.client_app_id:
+            problems.append(f"org {org.pk} does not use its last applied app")
+    applied = sum(per_org.values())
+    return Check(
+        "no staged change lost or applied twice",
+        not problems,
+        f"{applied} applied, {len(finished)} Finish seen by journeys",
+        problems,
+    )
+
+
+def audit_once() -> Check:
+    """Every applied change and URL change has exactly one audit event."""
+    problems = []
+    expected: Counter[tuple[int, str]] = Counter()
+    for org_id, kind in ConnectionChange.objects.filter(
+        state=ConnectionChange.State.APPLIED
+    ).values_list("org_id", "kind"):
+        action = {
+            ConnectionChange.Kind.EDIT: "org.edit_connection",
+            ConnectionChange.Kind.REAUTHORIZE: "org.reauthorize",
+        }.get(kind)
+        if action:
+            expected[(org_id, action)] += 1
+    for org_id in UrlVerification.objects.filter(
+        state=UrlVerification.State.SUCCEEDED
+    ).values_list("org_id", flat=True):
+        expected[(org_id, "org.url_change")] += 1
+    actions = ("org.edit_connection", "org.reauthorize", "org.url_change")
+    found = Counter(
+        {
+            (row["org_id"], row["action"]): row["n"]
+            for row in AuditEvent.objects.filter(action__in=actions)
+            .values("org_id", "action")
+            .annotate(n=Count("pk"))
+        }
+    )
+    for key in set(expected) | set(found):
+        if expected[key] != found[key]:
+            problems.append(
+                f"org {key[0]} {key[1]}: {found[key]} events for {expected[key]}"
+            )
+    return Check(
+        "every audit event present once",
+        not problems,
+        f"{sum(found.values())} events for {sum(expected.values())} changes",
+        problems,
+    )
+
+
+def _sim_orgs(sim: Sim) -> dict[str, dict[str, Any]]:
+    return {o["org_id"]: o for o in sim.get("/orgs")["orgs"]}
+
+
+def tokens_held(sim: Sim) -> Check:
+    """No org left with a live token the console does not hold: per org, the
+    simulator's live refresh tokens are the org's own plus those of open
+    changes, and the org's own is live."""
+    problems = []
+    apps_by_org: dict[str, list[str]] = {}
+    for app in sim.get("/apps")["apps"]:
+        apps_by_org.setdefault(app["org_id"], []).append(app["consumer_key"])
+    for org in SalesforceOrg.objects.all():
+        held = 1 if org.has_refresh_token else 0
+        held += (
+            ConnectionChange.objects.filter(
+                org=org, state__in=ConnectionChange.OPEN_STATES
+            )
+            .exclude(new_refresh_token_encrypted="")
+            .count()
+        )
+        live = sum(
+            sim.get("/refresh-tokens", consumer_key=key)["active"]
+            for key in apps_by_org.get(org.org_id[:15], [])
+            + apps_by_org.get(org.org_id, [])
+        )
+        if live != held:
+            problems.append(f"org {org.pk}: {live} live tokens, console holds {held}")
+        revoked = org.has_refresh_token and not sim.token_active(
+            org.get_refresh_token()
+        )
+        if revoked and org.status == ConnectionStatus.CONNECTED:
+            problems.append(f"org {org.pk}: connected on a revoked token")
+    return Check(
+        "no org left with a token nobody holds",
+        not problems,
+        f"{SalesforceOrg.objects.count()} orgs compared with the simulator",
+        problems,
+    )
+
+
+def statuses_true(sim: Sim) -> Check:
+    """Every org's status is what the simulator says it should be."""
+    problems = []
+    truth = _sim_orgs(sim)
+    for org in SalesforceOrg.objects.all():
+        sim_org = truth.get(org.org_id) or truth.get(org.org_id[:15])
+        if sim_org is None:
+            problems.append(f"org {org.pk}: not in the simulator")
+            continue
+        moved = (
+            urlsplit(sim_org["login_url"]).hostname != urlsplit(org.login_url).hostname
+        )
+        live = org.has_refresh_token and sim.token_active(org.get_refresh_token())
+        if moved:
+            expected = {ConnectionStatus.URL_CHANGED}
+        elif not live:
+            expected = {ConnectionStatus.NEEDS_REAUTHORIZATION}
+        else:
+            expected = {ConnectionStatus.CONNECTED}
+        if org.status not in expected:
+            problems.append(
+                f"org {org.pk}: {org.status}, simulator says {'/'.join(expected)}"
+            )
+    return Check(
+        "every org's status matches the simulator",
+        not problems,
+        f"{len(truth)} simulator orgs",
+        problems,
+    )
