@@ -10,7 +10,7 @@ from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import expect
 
 from companies.models import Company
-from connections.models import ConnectionChange, PermissionCheck
+from connections.models import Campaign, ConnectionChange, PermissionCheck
 from orgs.models import BackupPolicy, SalesforceOrg
 
 from .conftest import sign_in
@@ -38,6 +38,8 @@ def pages_for(role: str) -> list[str]:
     company = Company.objects.order_by("pk").first()
     pages = ["/", "/orgs/", "/policies/", "/orgs/?status=failed", "/no-such-page/"]
     pages += [f"/orgs/{o.pk}/" for o in acme]
+    # The demo's campaign has orgs of Acme Corp: every role reads it.
+    pages += ["/campaigns/", f"/campaigns/{Campaign.objects.get().pk}/"]
     if role != "viewer":
         pages += ["/orgs/queue/"]
     if role in ("administrator", "support"):
@@ -60,6 +62,7 @@ PARTIALS = [
     lambda: f"/orgs/{SalesforceOrg.objects.first().pk}/live/",
     lambda: f"/orgs/{SalesforceOrg.objects.first().pk}/row/",
     lambda: f"/orgs/{SalesforceOrg.objects.first().pk}/row/?kind=queue",
+    lambda: f"/campaigns/{Campaign.objects.get().pk}/live/",
 ]
 
 
