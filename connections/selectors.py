@@ -191,6 +191,15 @@ def campaign_get(*, access: AccessProfile, pk: int) -> Campaign:
     return get_object_or_404(campaigns_visible(access=access), pk=pk)
 
 
+def campaign_companies(*, access: AccessProfile, campaign: Campaign) -> list[str]:
+    """Names of the campaign's companies the user can see."""
+    return list(
+        access.scope(campaign.companies.all(), "")
+        .order_by("name")
+        .values_list("name", flat=True)
+    )
+
+
 def campaign_rows(
     *, access: AccessProfile, campaign: Campaign
 ) -> QuerySet[CampaignOrg]:

@@ -153,7 +153,13 @@ def campaign_row_link_copy(*, actor: Actor, row: CampaignOrg) -> str:
     row = campaign_row_locked(row.pk)
     campaign_row_check_open(row)
     link_issue(row, actor)
-    campaign_row_event(row, f"Link copied by {actor.username}")
+    campaign_row_event(
+        row,
+        f"Link copied by {actor.username}",
+        state=CampaignOrg.State.LINK_SENT
+        if row.state == CampaignOrg.State.PENDING
+        else row.state,
+    )
     audit_record(
         actor=actor,
         action="campaign.link_copy",

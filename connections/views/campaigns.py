@@ -50,6 +50,7 @@ def campaign_context(
     counts = selectors.campaign_counts(access=access, campaign=campaign)
     return {
         "campaign": campaign,
+        "companies": selectors.campaign_companies(access=access, campaign=campaign),
         "counts": counts,
         "state_counts": [
             (value, label, counts[value]) for value, label in CampaignOrg.State.choices

@@ -152,4 +152,3 @@ def delegated_retry(request: HttpRequest, row_id: int) -> HttpResponse:
     if row is None or not delegation.delegated_row_retry_allowed(row):
         return invalid(request)
     return login_redirect(request, row.pk, request.session[SESSION_SECRET])
-
