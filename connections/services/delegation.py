@@ -36,6 +36,7 @@ from vbsf import encryption
 from vbsf.queue import enqueue_on_commit
 
 from ..models import CampaignOrg, ConnectionChange
+from ..permissions import REQUIRED_PERMISSIONS
 from .campaigns import (
     MAX_DEADLINE,
     REMINDER_INTERVAL,
@@ -218,13 +219,14 @@ def campaign_link_mail(row: CampaignOrg, *, reminder: bool) -> EmailMessage:
         else "An administrator"
     )
     deadline = timezone.localtime(row.campaign.deadline)
+    needed = ", ".join(p.label for p in REQUIRED_PERMISSIONS)
     body = (
         f"{creator} asks you to log in to Salesforce so that backups of "
         f"{org.label} (org ID {org.org_id}, {row.company.name}) keep running.\n\n"
         f"Open this link and choose “Log in with Salesforce”:\n{link_url(row)}\n\n"
-        "Log in as a user with a full Salesforce license and the API Enabled, "
-        "View All Data and Modify All Data permissions. The link works once, "
-        f"in one browser, until {deadline:%Y-%m-%d %H:%M %Z}.\n"
+        "Log in as a user with a full Salesforce license (not a Salesforce "
+        f"Integration license) and these permissions: {needed}. The link "
+        f"works once, in one browser, until {deadline:%Y-%m-%d %H:%M %Z}.\n"
     )
     return EmailMessage(subject=subject, body=body, to=[row.email])
 
