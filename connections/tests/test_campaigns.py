@@ -435,3 +435,45 @@ def test_campaign_page_takes_the_same_queries_for_10_and_1000_rows(world):
     assert counts[0] == counts[1]
     live = operator.get(f"/campaigns/{large.pk}/live/?page=20")
     assert live.status_code == 200 and "Page 20 of 20" in live.content.decode()
+
+
+NASTY = [
+    "x" * 5000,
+    "\x00\x01\x02",
+    "\u202e\u200b\ufeff",
+    "<script>alert(1)</script>@x.example",
+    "a@b.example\r\nBcc: victim@example.com",
+    "' OR 1=1 --",
+    "",
+]
+
+
+@pytest.mark.parametrize("value", NASTY)
+def test_send_link_refuses_nasty_addresses_and_changes_nothing(world, value):
+    campaign = _campaign(world)
+    row = campaign.rows.get(org=world.acme_org)
+    before = _row_state(row)
+    response = world.client_for("operator").post(
+        f"/campaigns/{campaign.pk}/rows/{row.pk}/send-link/",
+        {f"row{row.pk}-email": value},
+    )
+    assert response.status_code == 422
+    assert _row_state(row) == before
+    assert CampaignOrg.objects.get(pk=row.pk).email == ""
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/campaigns/99999999999999999999999/",
+        "/campaigns/-1/",
+        "/r/result/99999999999999999999999/",
+    ],
+)
+def test_huge_or_negative_ids_are_not_found(world, url):
+    assert world.client_for("administrator").get(url).status_code in (404, 410)
+
+
+def test_an_overlong_token_is_just_invalid(world):
+    response = Client().get("/r/" + "A" * 5000 + "/")
+    assert response.status_code == 410
