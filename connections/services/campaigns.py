@@ -291,7 +291,17 @@ def campaign_rows_change_refused(*, change_id: int, message: str) -> None:
 
 
 def campaign_close_if_done(*, campaign_id: int) -> bool:
-    """Close the campaign once every row is connected, skipped or expired."""
+    """Close the campaign once every row is connected, skipped or expired.
+
+    Runs in the caller's transaction, after its row changed. The campaign is
+    locked first: two rows finishing at once (links completed concurrently)
+    take turns here, so the second sees the first's row and closes it.
+    Beat's ``campaigns_expire`` closes any campaign missed all the same."""
+    locked = Campaign.objects.select_for_update().filter(
+        pk=campaign_id, closed_at__isnull=True
+    )
+    if not list(locked.values_list("pk", flat=True)):
+        return False
     open_rows = CampaignOrg.objects.filter(campaign_id=campaign_id).exclude(
         state__in=CampaignOrg.FINISHED_STATES
     )
