@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_ENV := var/demo.env
 
-.PHONY: demo test lint format bench run worker clean
+.PHONY: demo test test-packages lint format bench soak run worker clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,11 +45,37 @@ demo: $(VENV)/.installed $(DEMO_ENV)
 	$(BIN)/python manage.py seed_demo --fleet $(DEMO_FLEET) && \
 	exec $(BIN)/python manage.py run_demo --port $(DEMO_PORT) --simulator-port $(DEMO_SIM_PORT)
 
-test: $(VENV)/.installed
+# Every test runs, browser and fault tests included: a missing Chromium or
+# redis-server fails the run (VBSF_STRICT_TESTS), never skips it.
+test: $(VENV)/.installed test-packages
 	@mkdir -p var  # the SQLite test database and the embedded broker live here
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest $(ARGS)
+	VBSF_STRICT_TESTS=true $(BIN)/python -m pytest $(ARGS)
+
+# Debian packages the tests drive: Chromium (browser tests, through
+# Playwright's executable_path) and redis-server (fault tests and the soak
+# start private ones; no Redis service is needed). Installed when missing and
+# this user can (root, or sudo without a password prompt); otherwise make
+# stops and prints the one command to run.
+TEST_PACKAGES_MISSING = $(strip \
+	$(if $(wildcard /usr/bin/chromium),,chromium) \
+	$(if $(shell command -v redis-server 2>/dev/null),,redis-server))
+
+test-packages:
+ifneq ($(TEST_PACKAGES_MISSING),)
+	@if [ "$$(id -u)" = 0 ]; then \
+	   apt-get update -qq; \
+	   apt-get install -y -qq --no-install-recommends $(TEST_PACKAGES_MISSING); \
+	 elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	   sudo apt-get update -qq; \
+	   sudo apt-get install -y -qq --no-install-recommends $(TEST_PACKAGES_MISSING); \
+	 else \
+	   echo "make test needs Debian packages: $(TEST_PACKAGES_MISSING). Run:"; \
+	   echo "  sudo apt-get install -y --no-install-recommends $(TEST_PACKAGES_MISSING)"; \
+	   exit 1; \
+	 fi
+endif
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
@@ -61,6 +87,13 @@ format: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m bench $(ARGS)
+
+# The production stack under faults (bench/soak/README.md): PostgreSQL on
+# 127.0.0.1:5432 (its own database vbsf_soak), its own redis-server.
+# `make soak SOAK_MINUTES=2` is the short run of .ci/run.
+SOAK_MINUTES ?= 10
+soak: $(VENV)/.installed test-packages
+	$(BIN)/python -m bench.soak --minutes $(SOAK_MINUTES) $(ARGS)
 
 clean:
 	rm -rf var/celery var/test.sqlite3
