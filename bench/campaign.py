@@ -24,18 +24,34 @@ they run in parallel with each other, not on the worker.
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import redis
+import requests
+
+from tests.simclient import salesforce_login
+
 from .common import (
     PUBLIC_URL,
+    ROOT,
     BenchEnv,
     BenchError,
     Simulator,
+    cpu_breakdown,
+    cpu_by_process,
     format_table,
     median,
     ratio,
@@ -53,6 +69,22 @@ WORKER_CONCURRENCY = 8
 # People following their links at the same moment (threads of this process,
 # each with its own browser session and address).
 PERSONS = 40
+# gunicorn sync workers of the console (vbsf/gunicorn_conf.py's default).
+WEB_WORKERS = 3
+# The shared cache of the web server and the worker is Redis, as in
+# production (.env.example): link throttles, kept access tokens, metrics.
+DEFAULT_CACHE_URL = "redis://127.0.0.1:6379/15"
+
+
+def cache_env() -> dict[str, str]:
+    url = os.environ.get("VBSF_BENCH_CACHE_URL", "").strip() or DEFAULT_CACHE_URL
+    return {"VBSF_CACHE_URL": url}
+
+
+def flush_cache() -> None:
+    redis.Redis.from_url(cache_env()["VBSF_CACHE_URL"]).flushdb()
+
+
 TARGET_LINKS_RATIO = 1.5
 SF_PASSWORD = "sf-password"
 
@@ -317,29 +349,118 @@ def seed_links(simulator: Simulator, admin: Any, count: int) -> dict[str, Any]:
     return {"campaign": campaign, "pks": pks, "links": links, "people": people}
 
 
-def _follow_link(index: int, link: dict[str, Any], username: str) -> None:
-    """One person: open the link, "Log in with Salesforce", log in at the
-    simulator, come back to the console's callback."""
-    from django.db import connection
-    from django.test import Client
+class ConsoleServer:
+    """The console as in production: gunicorn (``vbsf.gunicorn_conf``, sync
+    workers) behind a proxy that sets X-Forwarded-For, on a free port."""
 
-    from tests.simclient import salesforce_login
+    def __init__(self, env: BenchEnv, workers: int = WEB_WORKERS) -> None:
+        self.env = env
+        self.workers = workers
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        self.log = Path(tempfile.gettempdir()) / "vbsf-bench-campaign-web.log"
 
-    # Each person comes from an address of their own, as they would.
-    client = Client(REMOTE_ADDR=f"10.{index // 250}.{index % 250}.7")
-    try:
-        page = client.get(link["path"])
-        if page.status_code != 200:
-            raise BenchError(f"GET {link['path']} answered {page.status_code}")
-        start = client.post(link["path"])
-        if start.status_code != 302:
-            raise BenchError(f"Log in with Salesforce answered {start.status_code}")
-        callback = urlsplit(salesforce_login(start["Location"], username, SF_PASSWORD))
-        back = client.get(f"{callback.path}?{callback.query}")
-        if back.status_code != 302:
-            raise BenchError(f"the callback answered {back.status_code}")
-    finally:
-        connection.close()
+    def start(self, timeout: float = 60) -> str:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        environment = {
+            **os.environ,
+            **self.env.base_env,
+            "VBSF_SALESFORCE_SIMULATOR_URL": self.env.simulator_url,
+            **cache_env(),
+            "VBSF_BIND": f"127.0.0.1:{port}",
+            "VBSF_WEB_WORKERS": str(self.workers),
+            # Each person comes from an address of their own, through the
+            # proxy, as in production (the link pages are throttled per
+            # address).
+            "VBSF_BEHIND_PROXY": "true",
+        }
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "vbsf.wsgi",
+                    "-c",
+                    "python:vbsf.gunicorn_conf",
+                    "--access-logfile",
+                    "/dev/null",
+                ],
+                cwd=ROOT,
+                env=environment,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BenchError(f"gunicorn exited:\n{self.log.read_text()[-2000:]}")
+            try:
+                if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self.url
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise BenchError(f"gunicorn did not start:\n{self.log.read_text()[-2000:]}")
+
+    def pids(self) -> set[int]:
+        """gunicorn's master and its workers (its children)."""
+        if self.process is None:
+            return set()
+        found = {self.process.pid}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                text = stat.read_text()
+            except OSError:
+                continue
+            # The command name may hold spaces: fields follow the last ')'.
+            if int(text[text.rfind(")") + 2 :].split()[1]) == self.process.pid:
+                found.add(int(stat.parent.name))
+        return found
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+_CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+
+
+def _follow_link(server: str, index: int, path: str, username: str) -> None:
+    """One person in a browser of their own: open the link, "Log in with
+    Salesforce", log in at the simulator, come back to the callback."""
+    http = requests.Session()
+    http.headers["X-Forwarded-For"] = f"10.{index // 250}.{index % 250}.7"
+    page = http.get(server + path, timeout=30)
+    token = _CSRF.search(page.text)
+    if page.status_code != 200 or token is None:
+        raise BenchError(f"the link answered {page.status_code}")
+    start = http.post(
+        server + path,
+        data={"csrfmiddlewaretoken": token[1]},
+        headers={"Referer": server + path},
+        allow_redirects=False,
+        timeout=30,
+    )
+    if start.status_code != 302:
+        raise BenchError(f"Log in with Salesforce answered {start.status_code}")
+    callback = salesforce_login(start.headers["Location"], username, SF_PASSWORD)
+    # The app's callback is the public URL; this console listens elsewhere.
+    back = http.get(
+        server + callback.removeprefix(PUBLIC_URL), allow_redirects=False, timeout=30
+    )
+    if back.status_code != 302:
+        raise BenchError(f"the callback answered {back.status_code}")
 
 
 def _work_left(campaign_id: int, pks: list[int], since: Any) -> int:
@@ -386,16 +507,25 @@ def measure_links(env: BenchEnv, simulator: Simulator, admin: Any) -> dict[str, 
     def person(item: tuple[int, dict[str, Any]]) -> None:
         index, link = item
         try:
-            _follow_link(index, link, people[link["org"]]["username"])
+            _follow_link(
+                server.url, index, link["path"], people[link["org"]]["username"]
+            )
         except Exception as exc:  # counted as lost; the run goes on
             with lock:
                 errors.append(f"{link['path'][:12]}…: {exc}")
 
+    flush_cache()
+    server = ConsoleServer(env)
+    server.start()
     try:
         with running_worker(
-            env, name="campaign", concurrency=WORKER_CONCURRENCY
+            env,
+            name="campaign",
+            concurrency=WORKER_CONCURRENCY,
+            extra_env=cache_env(),
         ) as worker:
             sim.clear_requests()
+            cpu_before = cpu_by_process()
             since = timezone.now()
             started = time.monotonic()
             with ThreadPoolExecutor(max_workers=PERSONS) as pool:
@@ -411,12 +541,23 @@ def measure_links(env: BenchEnv, simulator: Simulator, admin: Any) -> dict[str, 
             except BenchError:
                 errors.append("timed out:\n" + worker.tail())
             wall = time.monotonic() - started
+            cpu = cpu_breakdown(
+                cpu_before,
+                cpu_by_process(),
+                {
+                    "worker": {worker.process.pid},
+                    "web (gunicorn)": server.pids(),
+                    "simulator": {simulator.process.pid},
+                    "people (benchmark)": {os.getpid()},
+                },
+            )
             seen = -1
             while (now_seen := simulator.request_count()) != seen:
                 seen = now_seen
                 time.sleep(0.5)
     finally:
         simulator.set_latency(0)
+        server.stop()
     entries = sim.requests()
     person_requests = sum(1 for e in entries if "/oauth2/authorize" in e["path"])
     worker_requests = len(entries) - person_requests
@@ -468,6 +609,7 @@ def measure_links(env: BenchEnv, simulator: Simulator, admin: Any) -> dict[str, 
         "links_persons_at_once": PERSONS,
         "links_errors": errors[:5],
         "links_live_tokens": dict(Counter(live_tokens.values())),
+        "links_cpu_s": cpu,
     }
 
 
@@ -519,6 +661,9 @@ def table(result: dict[str, Any]) -> str:
             f"{result['links_double_applied']}; live tokens per org: "
             f"{result['links_live_tokens']}; persons done after "
             f"{result['links_persons_done_s']} s",
+            "CPU s during the links: "
+            + ", ".join(f"{k} {v}" for k, v in result["links_cpu_s"].items())
+            + f" (machine: {os.cpu_count()} cores)",
             "targets: " + ("met" if targets["met"] else "NOT met"),
             *[f"error: {e}" for e in result["links_errors"]],
         ],
