@@ -425,7 +425,12 @@ def campaign_row_reauthorize_start(
         change, auth = reauthorization_start(actor=actor, org=row.org)
     except ChangeError as exc:
         raise CampaignError(str(exc)) from None
+    # The console user takes over: a browser that claimed the link no
+    # longer holds it (the link itself stays valid until the row finishes).
     campaign_row_event(
-        row, f"{actor.username} is logging in at Salesforce", change=change
+        row,
+        f"{actor.username} is logging in at Salesforce",
+        change=change,
+        browser_binding="",
     )
     return change, auth
