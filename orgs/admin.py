@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib import admin
+from django.http import HttpRequest
 
 from companies.admin import AuditedModelAdmin
+from vbsf import encryption
 from vbsf.admin import ReadOnlyConsoleAdmin, SecretField
 
+from . import token_ledger
 from .models import BackupPolicy, RefreshTokenRecord, SalesforceOrg
 from .tokens import org_refresh_token_store
 
@@ -37,11 +42,40 @@ class SalesforceOrgAdminForm(forms.ModelForm):
 
     def save(self, commit: bool = True) -> SalesforceOrg:
         org = super().save(commit=False)
+        self.replaced_token = ""
         if token := self.cleaned_data.get("refresh_token"):
-            org_refresh_token_store(org=org, token=token)
+            replaced = org_refresh_token_store(org=org, token=token)
+            self.replaced_token = encryption.decrypt(replaced) if replaced else ""
         if commit:
             org.save()
         return org
+
+    def ledger_record(self, org: SalesforceOrg) -> None:
+        """A token typed here counts against Salesforce's five like any
+        other; the one it replaced is revoked (SPEC §9)."""
+        if token := self.cleaned_data.get("refresh_token"):
+            token_ledger.refresh_token_record(
+                token=token,
+                client_app_id=org.client_app_id,
+                salesforce_org_id=org.org_id,
+                user_id=org.connected_as_user_id,
+                username=org.connected_as_username,
+                purpose=RefreshTokenRecord.Purpose.EXISTING,
+                login_url=org.login_url,
+                org=org,
+            )
+        if self.replaced_token:
+            before = self.initial
+            token_ledger.refresh_token_record(
+                token=self.replaced_token,
+                client_app_id=before.get("client_app"),
+                salesforce_org_id=before.get("org_id") or org.org_id,
+                user_id=before.get("connected_as_user_id") or "",
+                purpose=RefreshTokenRecord.Purpose.EXISTING,
+                login_url=before.get("login_url") or org.login_url,
+                org=org,
+                revoke_reason=RefreshTokenRecord.RevokeReason.REPLACED,
+            )
 
 
 @admin.register(SalesforceOrg)
@@ -66,6 +100,12 @@ class SalesforceOrgAdmin(AuditedModelAdmin):
         "updated_at",
     ]
     audit_name = "org"
+
+    def save_model(
+        self, request: HttpRequest, obj: SalesforceOrg, form: Any, change: bool
+    ) -> None:
+        super().save_model(request, obj, form, change)
+        form.ledger_record(obj)
 
 
 @admin.register(BackupPolicy)

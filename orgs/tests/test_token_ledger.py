@@ -18,6 +18,7 @@ from django.utils import timezone
 from companies.models import AuditEvent
 from connections import salesforce
 from connections.models import Campaign, CampaignOrg, ConnectionChange
+from connections.salesforce.urls import to_18
 from connections.services import revocation
 from connections.services.authorization import token_purpose
 from orgs import token_ledger
@@ -30,7 +31,7 @@ from vbsf import encryption
 
 pytestmark = pytest.mark.django_db
 
-SF_ORG = "00D5g0000099999AAA"
+SF_ORG = to_18("00D5g0000099999")
 USER = "0055g0000012345AAA"
 LOGIN = "https://ledger.my.salesforce.com"
 REVOKE_URL = f"{LOGIN}/services/oauth2/revoke"
@@ -526,3 +527,45 @@ def test_the_migration_records_the_tokens_orgs_already_hold():
     assert record.token_hash == token_ledger.refresh_token_hash("held-before")
     assert record.purpose == "existing" and record.is_live
     assert token_budget_for(org=SalesforceOrg.objects.get(pk=org.pk)).live == 1
+
+
+def test_a_token_typed_in_the_admin_is_recorded_and_the_replaced_one_revoked(
+    world,  # noqa: F811
+    enqueued,
+):
+    org = world.acme_org
+    SalesforceOrg.objects.filter(pk=org.pk).update(
+        org_id=SF_ORG, connected_as_user_id=USER
+    )
+    org.refresh_from_db()
+    org_refresh_token_store(org=org, token="typed-before")
+    org.save()
+    client = world.client_for("administrator")
+    page = client.get(f"/admin/orgs/salesforceorg/{org.pk}/change/")
+    data = {
+        k: v for k, v in page.context["adminform"].form.initial.items() if v is not None
+    }
+    data |= {
+        "company": org.company_id,
+        "client_app": org.client_app_id,
+        "granted_scopes": "[]",
+        "refresh_token": "typed-after",
+    }
+
+    response = client.post(f"/admin/orgs/salesforceorg/{org.pk}/change/", data)
+
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    new = RefreshTokenRecord.objects.get(
+        token_hash=token_ledger.refresh_token_hash("typed-after")
+    )
+    assert new.org == org and new.is_live and not new.revoke_owed
+    old = RefreshTokenRecord.objects.get(
+        token_hash=token_ledger.refresh_token_hash("typed-before")
+    )
+    assert (
+        old.revoke_reason == Reason.REPLACED
+        and old.get_revoke_token() == "typed-before"
+    )
+    enqueued.assert_called_once_with(
+        "connections.tasks.revoke_refresh_token", record_id=old.pk
+    )
