@@ -477,3 +477,28 @@ def test_huge_or_negative_ids_are_not_found(world, url):
 def test_an_overlong_token_is_just_invalid(world):
     response = Client().get("/r/" + "A" * 5000 + "/")
     assert response.status_code == 410
+
+
+def test_reauthorize_now_logs_the_console_user_in_and_links_the_change(world):
+    campaign = _campaign(world)
+    row = campaign.rows.get(org=world.acme_org)
+    operator = world.client_for("operator")
+    response = operator.post(f"/campaigns/{campaign.pk}/rows/{row.pk}/reauthorize/")
+    assert response.status_code == 302
+    assert response["Location"].startswith(world.acme_org.login_url)
+    [flow] = operator.session["oauth_flows"].values()
+    assert flow["purpose"] == "reauthorize"
+    assert flow["back"] == f"/campaigns/{campaign.pk}/"
+    row.refresh_from_db()
+    change = row.change
+    assert change.created_by == world.users["operator"]
+    ConnectionChange.objects.filter(pk=change.pk).update(
+        state="applied", new_username="olga@acme.example"
+    )
+    change.refresh_from_db()
+    with transaction.atomic():
+        campaign_rows_change_finished(change=change)
+    row.refresh_from_db()
+    assert row.state == "connected"
+    assert row.connected_as_username == "olga@acme.example"
+    assert not AuditEvent.objects.filter(action="campaign.link_used").exists()
