@@ -139,6 +139,7 @@ def bulk_action_chunk(self, *, bulk_action_id: int, chunk: int, chunks: int) -> 
         chunk=chunk,
         chunks=chunks,
         final=self.request.retries >= self.max_retries,
+        attempts=self.request.retries + 1,
     )
     if outcome == "continue":  # out of time: a fresh task goes on
         self.apply_async(kwargs=self.request.kwargs)

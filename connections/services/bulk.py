@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from companies.access import AccessProfile, Capability
 from companies.audit import Actor, audit_record
+from connections import salesforce
 from connections.salesforce import TRANSIENT_ERRORS
 from orgs.health import (
     CHECK_REQUESTED,
@@ -232,7 +233,12 @@ def bulk_action_chunk_orgs(action: BulkAction, chunk: int, chunks: int) -> list[
 
 
 def bulk_action_chunk_run(
-    *, bulk_action_id: int, chunk: int, chunks: int, final: bool = False
+    *,
+    bulk_action_id: int,
+    chunk: int,
+    chunks: int,
+    final: bool = False,
+    attempts: int = 1,
 ) -> str:
     """Run one chunk's orgs in turn, skipping those with a result since the
     action started. Returns "done", "retry" (some orgs met a transient
@@ -250,7 +256,7 @@ def bulk_action_chunk_run(
             outcome = "continue"
             break
         try:
-            _run_one(action, org_id, final=final)
+            _run_one(action, org_id, final=final, attempts=attempts)
         except Exception:
             # Transient (Salesforce did not answer) or unexpected: the org
             # keeps no result, so the chunk's next run tries it again.
@@ -270,14 +276,18 @@ def bulk_action_chunk_run(
     return outcome
 
 
-def _run_one(action: BulkAction, org_id: int, *, final: bool) -> None:
+def _run_one(action: BulkAction, org_id: int, *, final: bool, attempts: int) -> None:
+    """One org through its per-org service. On the chunk's last try a
+    failure is recorded as the org's outcome instead of raised, so the
+    action finishes: a transient one as Salesforce's, anything else (a bug,
+    the database) in words that reveal nothing of it."""
     if action.kind == Kind.CHECK_NOW:
         try:
             org_health_check(org_id=org_id)
-        except TRANSIENT_ERRORS as exc:
+        except Exception as exc:
             if not final:
                 raise
-            org_health_failed(org_id=org_id, exc=exc, attempts=1)
+            org_health_failed(org_id=org_id, exc=_shown(exc), attempts=attempts)
         return
     check = (
         PermissionCheck.objects.filter(
@@ -294,10 +304,16 @@ def _run_one(action: BulkAction, org_id: int, *, final: bool) -> None:
         )
     try:
         permission_check_run(check_id=check.pk)
-    except TRANSIENT_ERRORS as exc:
+    except Exception as exc:
         if not final:
             raise
-        permission_check_fail(check_id=check.pk, exc=exc)
+        permission_check_fail(check_id=check.pk, exc=_shown(exc))
+
+
+def _shown(exc: Exception) -> Exception:
+    if isinstance(exc, TRANSIENT_ERRORS):
+        return exc
+    return salesforce.SalesforceError("The check could not run; try it again.")
 
 
 def _results_since(action: BulkAction) -> tuple[Q, Q]:

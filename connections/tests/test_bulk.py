@@ -402,3 +402,50 @@ def test_the_progress_line_says_what_was_done_and_what_was_skipped(world):
     body = response.content.decode()
     assert "Checked 1,000 orgs · 12 failed" in body and "every 1s" not in body
     assert response["HX-Trigger"] == "bulk-finished"
+
+
+def test_an_unexpected_error_on_the_last_try_is_the_orgs_outcome_in_plain_words(
+    world,
+):
+    ids = _fleet(world.acme, 2)
+    action = _action(world.users["operator"], "check_now", ids)
+    calls: list[int] = []
+    fake = _fake_check({}, calls)
+
+    def check(*, org_id: int) -> str:
+        if org_id == ids[0]:
+            raise KeyError("internal detail")
+        return fake(org_id=org_id)
+
+    with mock.patch("connections.services.bulk.org_health_check", check):
+        assert (
+            bulk.bulk_action_chunk_run(bulk_action_id=action.pk, chunk=0, chunks=1)
+            == "retry"
+        )
+        bulk.bulk_action_chunk_run(
+            bulk_action_id=action.pk, chunk=0, chunks=1, final=True, attempts=4
+        )
+    action.refresh_from_db()
+    assert (action.done, action.failed, action.is_finished) == (2, 1, True)
+    org = SalesforceOrg.objects.get(pk=ids[0])
+    assert org.status_reason == "The check could not run; try it again. (4 attempts)"
+
+
+def test_the_chunk_task_retries_later_and_hands_over_when_out_of_time(world):
+    from celery.exceptions import Retry
+
+    from connections import tasks
+
+    action = _action(world.users["operator"], "check_now", [world.acme_org.pk])
+    kwargs = {"bulk_action_id": action.pk, "chunk": 0, "chunks": 1}
+    with (
+        mock.patch.object(bulk, "bulk_action_chunk_run", return_value="retry"),
+        pytest.raises(Retry),
+    ):
+        tasks.bulk_action_chunk.apply(kwargs=kwargs, throw=True)
+    with (
+        mock.patch.object(bulk, "bulk_action_chunk_run", return_value="continue"),
+        mock.patch.object(tasks.bulk_action_chunk, "apply_async") as again,
+    ):
+        tasks.bulk_action_chunk.apply(kwargs=kwargs, throw=True)
+    again.assert_called_once_with(kwargs=kwargs)
