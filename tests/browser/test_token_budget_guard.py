@@ -17,6 +17,7 @@ from tests.integration.test_token_budget import setup_org
 from tests.live import wait_for
 
 from .conftest import sign_in
+from .test_accessibility import violations
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -81,6 +82,7 @@ def test_the_guard_warns_on_the_fifth_approval(page, stack, admin_user):
     )
     live = RefreshTokenRecord.objects.filter(revoked_at__isnull=True).count()
     assert live == 4
+    assert violations(page) == []  # axe-core: the warning reads well
 
     reauthorize(page, stack, org, username, applied=5)
     expect(budget).to_contain_text(f"Live tokens for {username} with this app: 5 of 5")
