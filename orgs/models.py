@@ -315,6 +315,10 @@ class RefreshTokenRecord(models.Model):
         SIGNIN = "signin", "Sign-in only: the console keeps no token"
         ROTATED = "rotated", "Rotated by Salesforce"
         EVICTED = "evicted_by_salesforce", "Revoked by Salesforce at a sixth approval"
+        REVOKED_AT_SALESFORCE = (
+            "revoked_at_salesforce",
+            "Found revoked at Salesforce (Setup, or an approval elsewhere)",
+        )
 
     org = models.ForeignKey(
         SalesforceOrg,

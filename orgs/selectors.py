@@ -244,6 +244,7 @@ class TokenBudget:
 
 
 BUDGET_COLUMNS = (
+    "revoked_at",
     "salesforce_org_id",
     "salesforce_user_id",
     "client_app_id",
@@ -273,10 +274,10 @@ def token_budget_for(
     if not org.connected_as_user_id or app_id is None:
         return None
     rows = RefreshTokenRecord.objects.filter(
+        Q(revoked_at__isnull=True) | known_org_tokens([org]),
         salesforce_org_id=org.org_id,
         salesforce_user_id=org.connected_as_user_id,
         client_app_id=app_id,
-        revoked_at__isnull=True,
     )
     ordered = rows.order_by("approved_at", "pk").values_list(*BUDGET_COLUMNS)
     return token_budget_from(org, app_id, list(ordered), reauthorizing=reauthorizing)
@@ -290,13 +291,13 @@ def token_budgets_for(
     left out."""
     orgs = [o for o in orgs if o.connected_as_user_id and o.client_app_id]
     rows = RefreshTokenRecord.objects.filter(
+        Q(revoked_at__isnull=True) | known_org_tokens(orgs),
         salesforce_user_id__in={o.connected_as_user_id for o in orgs},
         client_app_id__in={o.client_app_id for o in orgs},
-        revoked_at__isnull=True,
     )
     grouped: dict[tuple[str, str, int], list[tuple]] = {}
     for row in rows.order_by("approved_at", "pk").values_list(*BUDGET_COLUMNS):
-        grouped.setdefault(row[:3], []).append(row)
+        grouped.setdefault(row[1:4], []).append(row)
     return {
         org.pk: token_budget_from(
             org,
@@ -308,22 +309,30 @@ def token_budgets_for(
     }
 
 
+def known_org_tokens(orgs: Iterable[SalesforceOrg]) -> Q:
+    """The records of the orgs' stored tokens, live or not."""
+    known = Q(pk__in=[])
+    for org in orgs:
+        if org.refresh_token_fingerprint:
+            known |= Q(org_id=org.pk, fingerprint=org.refresh_token_fingerprint)
+    return known
+
+
 def token_budget_from(
     org: SalesforceOrg, app_id: int | None, rows: list[tuple], *, reauthorizing: bool
 ) -> TokenBudget:
-    """The budget from the live records of one user and app, oldest first."""
+    """The budget from the records of one user and app, oldest first: the
+    live ones, and the org's own token's even when revoked."""
     # (the org whose connection the token is, or None; its label)
     tokens: list[tuple[int | None, str]] = [
         (org_pk, alias or org_id) if org_pk and fingerprint == stored else (None, "")
-        for *_, fingerprint, org_pk, alias, org_id, stored in rows
+        for revoked_at, *_, fingerprint, org_pk, alias, org_id, stored in rows
+        if revoked_at is None
     ]
+    known = any(r[5] == org.pk and r[4] == org.refresh_token_fingerprint for r in rows)
     # An org connected before the ledger existed (or by a fixture) holds a
     # token the ledger never saw: it counts, as the oldest.
-    if (
-        org.refresh_token_fingerprint
-        and app_id == org.client_app_id
-        and all(holder != org.pk for holder, _ in tokens)
-    ):
+    if org.refresh_token_fingerprint and app_id == org.client_app_id and not known:
         tokens.insert(0, (org.pk, org.label))
     revoked_next = tokens[: max(1, len(tokens) + 1 - SALESFORCE_TOKEN_LIMIT)]
     losing = [

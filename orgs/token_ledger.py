@@ -41,6 +41,9 @@ TOKEN_BUDGET_WARN_AT = SALESFORCE_TOKEN_LIMIT - 1
 REVOKE_RECORD_TASK = "connections.tasks.revoke_refresh_token"
 HEALTH_CHECK_TASK = "orgs.tasks.check_org_health"
 HASH_LABEL = b"vbsf-refresh-token-ledger-v1"
+# Salesforce's invalid_grant text for a refresh token it no longer honours
+# (other invalid_grant answers, e.g. "app blocked", say nothing of the token).
+DEAD_TOKEN_ANSWER = "expired access/refresh token"
 
 
 def refresh_token_hash(token: str) -> str:
@@ -318,4 +321,19 @@ def refresh_token_rotated(
         org=org,
         approved_at=parent.approved_at if parent is not None else None,
         revoke_reason="" if stored else Reason.ABANDONED,
+    )
+
+
+def refresh_token_dead(*, org: SalesforceOrg, fingerprint: str, answer: str) -> int:
+    """A refresh answered that the org's token is dead: unless the ledger
+    knows why already, it was revoked at Salesforce (in Setup, or evicted by
+    an approval the console did not make), and it no longer counts."""
+    if answer != DEAD_TOKEN_ANSWER or not fingerprint:
+        return 0
+    return RefreshTokenRecord.objects.filter(
+        org=org, fingerprint=fingerprint, revoked_at__isnull=True
+    ).update(
+        revoked_at=timezone.now(),
+        revoke_reason=Reason.REVOKED_AT_SALESFORCE,
+        revoke_token_encrypted="",
     )

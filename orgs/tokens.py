@@ -24,7 +24,7 @@ from connections import salesforce
 from vbsf import encryption
 
 from .models import SalesforceOrg
-from .token_ledger import refresh_token_rotated
+from .token_ledger import refresh_token_dead, refresh_token_rotated
 
 
 def refresh_lock_ttl() -> int:
@@ -186,13 +186,19 @@ def org_access_token(
         if org.client_app is None:
             raise salesforce.InvalidGrant("This org has no client app.")
         refreshed = org.refresh_token_fingerprint
-        tokens = salesforce.refresh(
-            login_url=login_url or org.login_url,
-            client_id=org.client_app.consumer_key,
-            client_secret=org.client_app.get_consumer_secret(),
-            refresh_token=org.get_refresh_token(),
-            expected_org_id=org.org_id,
-        )
+        try:
+            tokens = salesforce.refresh(
+                login_url=login_url or org.login_url,
+                client_id=org.client_app.consumer_key,
+                client_secret=org.client_app.get_consumer_secret(),
+                refresh_token=org.get_refresh_token(),
+                expected_org_id=org.org_id,
+            )
+        except salesforce.InvalidGrant as exc:
+            # Revoked in Setup, or evicted by an approval the console did not
+            # make: the ledger stops counting it.
+            refresh_token_dead(org=org, fingerprint=refreshed, answer=exc.description)
+            raise
         kept_for = refreshed
         if tokens.refresh_token:
             stored = org_refresh_token_store(

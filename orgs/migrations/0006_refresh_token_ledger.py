@@ -115,6 +115,10 @@ class Migration(migrations.Migration):
                                 "evicted_by_salesforce",
                                 "Revoked by Salesforce at a sixth approval",
                             ),
+                            (
+                                "revoked_at_salesforce",
+                                "Found revoked at Salesforce (Setup, or an approval elsewhere)",
+                            ),
                         ],
                         max_length=24,
                     ),

@@ -13,7 +13,7 @@ import pytest
 
 from companies.audit import Actor
 from companies.models import AuditEvent
-from connections import services
+from connections import salesforce, services
 from connections.models import ConnectionChange, PermissionCheck
 from orgs.models import ConnectionStatus, RefreshTokenRecord, SalesforceOrg
 from orgs.selectors import token_budget_for
@@ -273,3 +273,23 @@ def test_a_rotating_app_keeps_one_live_token_in_the_ledger(stack):
     assert rotations.count() == 3
     assert rotations.filter(revoke_reason=Reason.ROTATED).count() == 2
     assert token_budget_for(org=SalesforceOrg.objects.get(pk=org.pk)).live == 1
+
+
+def test_a_token_revoked_in_setup_stops_counting(stack):
+    """Revoked at Salesforce behind the console's back (Setup, or an
+    approval elsewhere): the next refresh is told so, and the ledger stops
+    counting the token."""
+    org, username, user_id, app = setup_org(stack, "setup-revoke")
+    token = reauthorize(org, username)
+    wait_for(
+        lambda: PermissionCheck.objects.filter(org=org, state="done").exists(),
+        timeout=30,
+    )
+    stack.sim.post(f"/orgs/{org.org_id}/users/{user_id}/revoke-tokens")
+
+    with pytest.raises(salesforce.InvalidGrant):
+        org_access_token(org_id=org.pk)  # as a health check refreshes
+
+    assert record_of(token).revoke_reason == Reason.REVOKED_AT_SALESFORCE
+    assert ledger_live(user_id, org) == sim_live(stack, user_id, app) == 0
+    assert token_budget_for(org=SalesforceOrg.objects.get(pk=org.pk)).live == 0
