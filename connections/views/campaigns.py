@@ -34,7 +34,7 @@ def campaign_context(
     a "Send link" that came back with its error."""
     access = request.access  # type: ignore[attr-defined]
     page = selectors.campaign_rows_page(
-        access=access, campaign=campaign, number=request.GET.get("page")
+        access=access, campaign=campaign, number=page_number(request)
     )
     rows = list(page.object_list)
     for row in rows:
@@ -102,8 +102,17 @@ def row_for_action(request: HttpRequest, pk: int, row_pk: int) -> CampaignOrg:
     )
 
 
-def back_to(row: CampaignOrg) -> HttpResponse:
-    return redirect("campaigns:detail", pk=row.campaign_id)
+def page_number(request: HttpRequest) -> str:
+    """The rows page a GET shows or a row action came from."""
+    number = request.GET.get("page") or request.POST.get("page") or "1"
+    return number if number.isdigit() and len(number) < 7 else "1"
+
+
+def back_to(request: HttpRequest, row: CampaignOrg) -> HttpResponse:
+    """Back to the campaign page the action came from."""
+    url = reverse("campaigns:detail", kwargs={"pk": row.campaign_id})
+    number = page_number(request)
+    return redirect(url if number == "1" else f"{url}?page={number}")
 
 
 @require_POST
@@ -120,7 +129,7 @@ def campaign_row_reauthorize(
         )
     except campaigns.CampaignError as exc:
         messages.error(request, str(exc))
-        return back_to(row)
+        return back_to(request, row)
     back = reverse("campaigns:detail", kwargs={"pk": row.campaign_id})
     oauth_flows.remember(
         request, state=auth.state, purpose="reauthorize", change=change.pk, back=back
@@ -145,11 +154,11 @@ def campaign_row_send_link(request: HttpRequest, pk: int, row_pk: int) -> HttpRe
         )
     except campaigns.CampaignError as exc:
         messages.error(request, str(exc))
-        return back_to(row)
+        return back_to(request, row)
     messages.success(
         request, f"Link for {row.org.label} sent to {form.cleaned_data['email']}."
     )
-    return back_to(row)
+    return back_to(request, row)
 
 
 @require_POST
@@ -165,7 +174,7 @@ def campaign_row_copy_link(request: HttpRequest, pk: int, row_pk: int) -> HttpRe
         )
     except campaigns.CampaignError as exc:
         messages.error(request, str(exc))
-        return back_to(row)
+        return back_to(request, row)
     template = (
         "connections/_campaign_link.html"
         if request.headers.get("HX-Request")
@@ -182,4 +191,4 @@ def campaign_row_skip(request: HttpRequest, pk: int, row_pk: int) -> HttpRespons
         campaigns.campaign_row_skip(actor=Actor.from_request(request), row=row)
     except campaigns.CampaignError as exc:
         messages.error(request, str(exc))
-    return back_to(row)
+    return back_to(request, row)
