@@ -303,25 +303,49 @@ class NotificationsForm(forms.Form):
         max_length=2000,
         help_text="Comma-separated addresses.",
     )
+    # Never filled in from the stored URL: it is a credential, shown only by
+    # host and fingerprint once saved; empty keeps the current webhook.
     webhook_url = forms.CharField(
         label="Webhook URL",
         required=False,
         max_length=500,
-        help_text="https only. Leave empty for no webhook.",
+        help_text="https only.",
     )
     webhook_enabled = forms.BooleanField(label="Send to the webhook", required=False)
+    webhook_remove = forms.BooleanField(label="Remove the webhook", required=False)
 
-    def __init__(self, *args: Any, company: Company, **kwargs: Any) -> None:
-        channel = NotificationChannel.objects.filter(company=company).first()
+    def __init__(
+        self,
+        *args: Any,
+        company: Company,
+        channel: NotificationChannel | None,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault(
             "initial",
             {
                 "contact_emails": company.contact_emails,
-                "webhook_url": channel.url if channel else "",
                 "webhook_enabled": channel.enabled if channel else True,
             },
         )
         super().__init__(*args, **kwargs)
+        if channel is None:
+            del self.fields["webhook_remove"]
+        else:
+            self.fields["webhook_url"].label = "New webhook URL"
+            self.fields["webhook_url"].help_text = (
+                f"https only. Leave empty to keep the webhook to {channel.url_host} "
+                f"(fingerprint {channel.url_fingerprint})."
+            )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if cleaned.get("webhook_remove") and cleaned.get("webhook_url"):
+            raise ValidationError(
+                "Enter a new webhook URL or remove the webhook, not both.",
+                code="remove_and_replace",
+            )
+        return cleaned
 
     def clean_contact_emails(self) -> str:
         return CompanyForm.clean_contact_emails(self)  # type: ignore[arg-type]

@@ -234,12 +234,18 @@ class Invitation(models.Model):
 
 class NotificationChannel(models.Model):
     """A company's webhook: where incidents are posted, signed with a secret
-    that only the console and the receiver know (stored encrypted)."""
+    that only the console and the receiver know (stored encrypted).
+
+    The URL is encrypted too: a Slack-style URL is itself a credential (its
+    path is the key). Pages and audit rows name it by host and fingerprint.
+    """
 
     company = models.OneToOneField(
         Company, on_delete=models.CASCADE, related_name="webhook"
     )
-    url = models.URLField("Webhook URL", max_length=500)
+    url_encrypted = models.TextField(editable=False)
+    url_host = models.CharField("Webhook host", max_length=255, editable=False)
+    url_fingerprint = models.CharField(max_length=16, editable=False)
     secret_encrypted = models.TextField(editable=False)
     enabled = models.BooleanField(default=True)
     updated_at = models.DateTimeField(auto_now=True)

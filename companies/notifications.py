@@ -75,13 +75,26 @@ def _channel_snapshot(company: Company) -> dict[str, Any]:
     if channel is not None:
         # Host and fingerprint only: a Slack-style webhook URL is itself a
         # credential (its path is the key).
-        snapshot["webhook_host"] = urlsplit(channel.url).hostname
-        snapshot["webhook_url_fingerprint"] = encryption.fingerprint(channel.url)
+        snapshot["webhook_host"] = channel.url_host
+        snapshot["webhook_url_fingerprint"] = channel.url_fingerprint
         snapshot["webhook_enabled"] = channel.enabled
         snapshot["secret_fingerprint"] = encryption.fingerprint(
             encryption.decrypt(channel.secret_encrypted)
         )
     return snapshot
+
+
+def _url_fields(url: str) -> dict[str, str]:
+    """The channel's columns for a webhook URL: encrypted, host, fingerprint."""
+    return {
+        "url_encrypted": encryption.encrypt(url),
+        "url_host": urlsplit(url).hostname or "",
+        "url_fingerprint": encryption.fingerprint(url),
+    }
+
+
+def webhook_url_of(channel: NotificationChannel) -> str:
+    return encryption.decrypt(channel.url_encrypted)
 
 
 @transaction.atomic
@@ -92,28 +105,35 @@ def notification_settings_save(
     contact_emails: str,
     webhook_url: str,
     webhook_enabled: bool,
+    webhook_remove: bool = False,
 ) -> str | None:
     """Save recipients and webhook; the new secret when a webhook is made
-    (to be shown once), else None. No webhook URL removes the webhook."""
+    (to be shown once), else None. The URL is never shown again, so an empty
+    ``webhook_url`` keeps the current one; ``webhook_remove`` removes it."""
     company = Company.objects.select_for_update().get(pk=company.pk)
     before = _channel_snapshot(company)
     company.contact_emails = contact_emails
     company.save(update_fields=["contact_emails"])
     channel = NotificationChannel.objects.filter(company=company).first()
     secret = None
-    if not webhook_url:
+    if webhook_remove:
         NotificationChannel.objects.filter(company=company).delete()
-    elif channel is None:
+    elif channel is None and webhook_url:
         secret = _new_secret()
         NotificationChannel.objects.create(
             company=company,
-            url=webhook_url,
             enabled=webhook_enabled,
             secret_encrypted=encryption.encrypt(secret),
+            **_url_fields(webhook_url),
         )
-    else:
-        channel.url, channel.enabled = webhook_url, webhook_enabled
-        channel.save(update_fields=["url", "enabled", "updated_at"])
+    elif channel is not None:
+        fields = ["enabled", "updated_at"]
+        channel.enabled = webhook_enabled
+        if webhook_url:
+            for name, value in _url_fields(webhook_url).items():
+                setattr(channel, name, value)
+            fields += ["url_encrypted", "url_host", "url_fingerprint"]
+        channel.save(update_fields=fields)
     after = _channel_snapshot(company)
     if after != before:
         audit_record(
@@ -305,7 +325,7 @@ def _send_webhook(delivery: Delivery) -> None:
         "X-Console-Delivery": str(delivery.pk),
     }
     try:
-        response = post_json(channel.url, body, headers)
+        response = post_json(webhook_url_of(channel), body, headers)
     except OutboundError as exc:
         raise DeliveryFailed(str(exc), permanent=exc.permanent) from None
     status = response.status_code

@@ -20,6 +20,7 @@ ENCRYPTED_FIELDS: list[tuple[str, str]] = [
     ("orgs.RefreshTokenRecord", "revoke_token_encrypted"),
     ("connections.CampaignOrg", "demo_mail_encrypted"),
     ("companies.NotificationChannel", "secret_encrypted"),
+    ("companies.NotificationChannel", "url_encrypted"),
 ]
 
 

@@ -12,6 +12,8 @@ from unittest import mock
 
 import pytest
 import responses
+from cryptography.fernet import Fernet
+from django.core.management import call_command
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -89,6 +91,66 @@ def test_the_webhook_secret_is_shown_once_and_stored_encrypted(admin_client, acm
     assert new != secret
     assert new in admin_client.get(rotated["Location"]).content.decode()
     assert AuditEvent.objects.filter(action="notification.secret_rotate").exists()
+
+
+SLACK_STYLE = "https://hooks.example.com/services/T000/B000/planted-url-key-4b1d"
+
+
+def _raw_channels() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM companies_notificationchannel")
+        return repr(cursor.fetchall())
+
+
+def test_the_webhook_url_is_a_credential_encrypted_and_shown_by_host_only(
+    admin_client, acme, sent_tasks, django_capture_on_commit_callbacks
+):
+    saved = _save(admin_client, acme, webhook_url=SLACK_STYLE)
+    assert saved.status_code == 302
+    assert "planted-url-key" not in _raw_channels()
+    channel = NotificationChannel.objects.get(company=acme)
+    assert notifications.webhook_url_of(channel) == SLACK_STYLE
+    page = admin_client.get(saved["Location"]).content.decode()
+    assert "planted-url-key" not in page
+    assert "hooks.example.com" in page
+    assert encryption.fingerprint(SLACK_STYLE) in page
+    # Saving again without a URL keeps the webhook (it cannot be shown).
+    again = _save(admin_client, acme, webhook_url="")
+    assert again.status_code == 302
+    channel = NotificationChannel.objects.get(company=acme)
+    assert notifications.webhook_url_of(channel) == SLACK_STYLE
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(f"/settings/notifications/{acme.pk}/test/")
+    messages = json.dumps([c.kwargs for c in sent_tasks.call_args_list], default=str)
+    audit = json.dumps(list(AuditEvent.objects.values()), default=str)
+    assert "planted-url-key" not in messages + audit
+    # A new URL replaces it; "Remove the webhook" removes it.
+    _save(admin_client, acme, webhook_url="https://other.example.com/in")
+    channel = NotificationChannel.objects.get(company=acme)
+    assert channel.url_host == "other.example.com"
+    both = _save(admin_client, acme, webhook_url=HOOK, webhook_remove="on")
+    assert both.status_code == 422
+    assert NotificationChannel.objects.get(company=acme).url_host == (
+        "other.example.com"
+    )
+    assert _save(admin_client, acme, webhook_remove="on").status_code == 302
+    assert not NotificationChannel.objects.exists()
+
+
+def test_key_rotation_reencrypts_the_webhook_url(admin, acme, settings, capsys):
+    notification_settings_save(
+        actor=Actor(user=admin),
+        company=acme,
+        contact_emails="",
+        webhook_url=SLACK_STYLE,
+        webhook_enabled=True,
+    )
+    old_key = settings.ENCRYPTION_KEYS[0]
+    settings.ENCRYPTION_KEYS = [Fernet.generate_key().decode(), old_key]
+    call_command("rotate_encryption_keys")
+    settings.ENCRYPTION_KEYS = settings.ENCRYPTION_KEYS[:1]  # the old key gone
+    channel = NotificationChannel.objects.get(company=acme)
+    assert notifications.webhook_url_of(channel) == SLACK_STYLE
 
 
 @pytest.mark.parametrize(

@@ -68,7 +68,8 @@ def notification_index(request: HttpRequest) -> HttpResponse:
 @require_capability(Capability.MANAGE_COMPANIES)
 def notification_company(request: HttpRequest, pk: int) -> HttpResponse:
     company = _company(request, pk)
-    form = NotificationsForm(form_data(request), company=company)
+    channel = NotificationChannel.objects.filter(company=company).first()
+    form = NotificationsForm(form_data(request), company=company, channel=channel)
     if request.method == "POST" and form.is_valid():
         secret = notification_settings_save(
             actor=Actor.from_request(request),
@@ -76,6 +77,7 @@ def notification_company(request: HttpRequest, pk: int) -> HttpResponse:
             contact_emails=form.cleaned_data["contact_emails"],
             webhook_url=form.cleaned_data["webhook_url"],
             webhook_enabled=form.cleaned_data["webhook_enabled"],
+            webhook_remove=form.cleaned_data.get("webhook_remove", False),
         )
         if secret:
             _keep_secret_once(request, company, secret)
@@ -84,7 +86,7 @@ def notification_company(request: HttpRequest, pk: int) -> HttpResponse:
     context = {
         "company": company,
         "form": form,
-        "channel": NotificationChannel.objects.filter(company=company).first(),
+        "channel": channel,
         "secret_once": _secret_once(request, company),
         "log": delivery_log(company=company),
     }

@@ -313,6 +313,7 @@ def test_webhook_secret_shows_once_and_invite_token_nowhere(stack, recorder, cap
         client.get(saved["Location"])
         client.post(f"/settings/notifications/{company.pk}/test/")
         wait_for(lambda: receiver.requests)
+        hook_url = receiver.url
     secret = encryption.decrypt(NotificationChannel.objects.get().secret_encrypted)
 
     client.post("/users/invite/", {"email": "new@swept.example", "administrator": "on"})
@@ -344,5 +345,8 @@ def test_webhook_secret_shows_once_and_invite_token_nowhere(stack, recorder, cap
     for where, text in places.items():
         assert secret not in text, f"the webhook secret leaked into the {where}"
         assert token not in text, f"the invitation token leaked into the {where}"
+        # A webhook URL is a credential too (Slack's path is its key).
+        assert hook_url not in text, f"the webhook URL leaked into the {where}"
     assert sum(secret in html for html in recorder.html) == 1
+    assert not any(hook_url in html for html in recorder.html)
     assert not any(token in html for html in recorder.html)
