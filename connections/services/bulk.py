@@ -125,6 +125,8 @@ def bulk_action_start(
     """
     kind = Kind(kind)
     user = actor.user if actor.user and actor.user.is_authenticated else None
+    if not selection.orgs and not selection.unseen:
+        raise BulkActionError("No org matches the selection; nothing was done.")
     if kind == Kind.CAMPAIGN:
         return _campaign_start(actor, access, selection, user)
     org_ids, skipped = bulk_action_split(access=access, kind=kind, selection=selection)

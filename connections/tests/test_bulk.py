@@ -449,3 +449,21 @@ def test_the_chunk_task_retries_later_and_hands_over_when_out_of_time(world):
     ):
         tasks.bulk_action_chunk.apply(kwargs=kwargs, throw=True)
     again.assert_called_once_with(kwargs=kwargs)
+
+
+def test_a_filter_matching_nothing_says_so(world):
+    response = world.client_for("operator").post(
+        "/orgs/bulk/",
+        {
+            "action": "verify_permissions",
+            "all_matching": "1",
+            "filter_query": "q=no-such-org",
+            "source": "list",
+        },
+        follow=True,
+    )
+    assert "No org matches the selection; nothing was done." in (
+        response.content.decode()
+    )
+    assert response.redirect_chain[-1][0] == "/orgs/?q=no-such-org"
+    assert not BulkAction.objects.exists()
