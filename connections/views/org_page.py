@@ -32,6 +32,9 @@ from .. import oauth_flows, selectors, services
 from ..forms import CredentialsForm
 from ..models import ConnectionChange, PermissionCheck
 
+# Re-authorize connection's field saying the token budget warning was read.
+TOKEN_BUDGET_CONFIRMED = "token_budget_confirmed"
+
 ORG_CAPABILITIES = {
     "edit_connection": Capability.EDIT_CONNECTION,
     "reauthorize": Capability.REAUTHORIZE,
@@ -133,6 +136,14 @@ def org_reauthorize(request: HttpRequest, pk: int) -> HttpResponse:
         pk=pk,
         capability=Capability.REAUTHORIZE,
     )
+    # The token budget guard (SPEC §9): from any page, nobody goes to
+    # Salesforce past four live tokens without reading the warning first.
+    budget = token_budget_for(org=org, reauthorizing=True)
+    if budget and budget.warns and not request.POST.get(TOKEN_BUDGET_CONFIRMED):
+        messages.warning(
+            request, f"{budget.warning} Choose “Re-authorize anyway” to go on."
+        )
+        return redirect(org.get_absolute_url())
     try:
         change, auth = services.reauthorization_start(
             actor=Actor.from_request(request), org=org

@@ -569,3 +569,29 @@ def test_a_token_typed_in_the_admin_is_recorded_and_the_replaced_one_revoked(
     enqueued.assert_called_once_with(
         "connections.tasks.revoke_refresh_token", record_id=old.pk
     )
+
+
+def test_reauthorize_past_four_live_tokens_needs_the_warning_read(world):  # noqa: F811
+    org = world.acme_org
+    SalesforceOrg.objects.filter(pk=org.pk).update(
+        org_id=SF_ORG, connected_as_user_id=USER, connected_as_username="int@acme"
+    )
+    org.refresh_from_db()
+    for n in range(4):
+        approve(f"live-{n}", app_id=org.client_app_id)
+    client = world.client_for("operator")
+    url = f"/orgs/{org.pk}/reauthorize/"
+
+    stopped = client.post(url)
+
+    assert stopped.status_code == 302 and stopped["Location"] == f"/orgs/{org.pk}/"
+    assert not ConnectionChange.objects.filter(org=org).exists()
+    page = client.get(stopped["Location"]).content.decode()
+    assert "Choose “Re-authorize anyway” to go on." in page
+    assert 'name="token_budget_confirmed"' in page
+
+    confirmed = client.post(url, {"token_budget_confirmed": "1"})
+
+    assert confirmed.status_code == 302
+    assert "/services/oauth2/authorize" in confirmed["Location"]
+    assert ConnectionChange.objects.filter(org=org, kind="reauthorize").count() == 1

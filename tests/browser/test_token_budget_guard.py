@@ -37,8 +37,15 @@ def approve_at_salesforce(page: Page, username: str) -> None:
         page.get_by_role("button", name="Allow").click()
 
 
-def reauthorize(page: Page, stack, org, username: str, applied: int) -> None:
-    page.get_by_role("button", name="Re-authorize connection").click()
+def reauthorize(
+    page: Page,
+    stack,
+    org,
+    username: str,
+    applied: int,
+    button: str = "Re-authorize connection",
+) -> None:
+    page.get_by_role("button", name=button).click()
     approve_at_salesforce(page, username)
     expect(page.get_by_role("heading", name=org.alias)).to_be_visible()
     wait_for(
@@ -84,6 +91,11 @@ def test_the_guard_warns_on_the_fifth_approval(page, stack, admin_user):
     assert live == 4
     assert violations(page) == []  # axe-core: the warning reads well
 
-    reauthorize(page, stack, org, username, applied=5)
+    # The button that would have sent the user to Salesforce stops first.
+    page.get_by_role("button", name="Re-authorize connection").click()
+    expect(page).to_have_title(re.compile(org.alias))
+    expect(page.locator(".messages .warning")).to_contain_text(WARNING)
+    assert ConnectionChange.objects.filter(org=org).count() == 4
+    reauthorize(page, stack, org, username, applied=5, button="Re-authorize anyway")
     expect(budget).to_contain_text(f"Live tokens for {username} with this app: 5 of 5")
     expect(alert).to_contain_text("holds 5 live tokens")
