@@ -15,7 +15,9 @@ from django.test import Client
 from companies.access import AccessProfile
 from companies.audit import Actor
 from companies.models import AuditEvent, RoleGrant
+from connections.demo import ALL_PERMISSIONS
 from connections.models import CampaignOrg, PermissionCheck
+from connections.services import delegation
 from connections.services.campaigns import campaign_create
 from orgs.models import ConnectionStatus, SalesforceOrg
 from tests.factories import (
@@ -196,3 +198,31 @@ def test_a_login_to_the_wrong_org_fails_the_row_and_the_same_browser_retries(sta
     assert connected.connected_as_username == "admin@hooli.example"
     fresh = SalesforceOrg.objects.get(pk=org.pk)
     assert fresh.refresh_token_fingerprint != token_before
+
+
+def test_a_salesforce_user_missing_permissions_is_told_how_to_fix_it(stack):
+    company = CompanyFactory(name="Vandelay")
+    org = failed_org(stack, "vandelay", company)
+    stack.sim.create_user(
+        org.org_id,
+        "partial@vandelay.example",
+        permissions=[p for p in ALL_PERMISSIONS if p != "PermissionsViewAllData"],
+    )
+    user, _ = operator_of(company)
+    campaign, _ = campaign_create(
+        actor=Actor(user=user), access=AccessProfile(user), org_ids=[org.pk]
+    )
+    row = campaign.rows.get()
+    link = urlsplit(
+        delegation.campaign_row_link_copy(actor=Actor(user=user), row=row)
+    ).path
+    browser = Client()
+    result = log_in_through(link, browser, "partial@vandelay.example")
+    wait_for(lambda: CampaignOrg.objects.get(pk=row.pk).state == "connected")
+    wait_for(
+        lambda: PermissionCheck.objects.filter(org_id=org.pk, state="done").exists()
+    )
+    page = browser.get(result).content.decode()
+    assert "Connected as partial@vandelay.example" in page
+    assert "1 missing" in page and "View All Data" in page
+    assert "How to grant it" in page and "Grant what is missing" in page
