@@ -5,6 +5,13 @@ Like paperless-ngx's ``refresh_account_oauth_token``, refreshing a token and
 saving what Salesforce sent back happen in one place: every path that stores
 a new or rotated refresh token (Finish, re-authorization, a refresh that
 rotates) calls :func:`org_refresh_token_store`.
+
+Access tokens from a refresh are kept, encrypted, in the cache under the org
+and its refresh token's fingerprint, for ``ACCESS_TOKEN_CACHE_SECONDS``
+(under Salesforce's shortest session timeout by default), so a health check
+of a healthy org is one REST call. Storing or dropping a refresh token drops
+the kept access token; a kept token Salesforce refuses is dropped by the
+caller, who refreshes once.
 """
 
 from __future__ import annotations
