@@ -14,7 +14,6 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
-from importlib import import_module
 from typing import Any
 
 from django.conf import settings
@@ -29,7 +28,7 @@ from django.utils import timezone
 
 from . import signin_throttle
 from .audit import Actor, audit_record
-from .models import Company, Invitation, Role, RoleGrant
+from .models import Company, ConsoleSession, Invitation, Role, RoleGrant
 
 logger = logging.getLogger(__name__)
 User = get_user_model()
@@ -284,20 +283,11 @@ def user_roles_set(*, actor: Actor, user: AbstractBaseUser, roles: Roles) -> boo
 
 
 def _end_sessions(user: AbstractBaseUser) -> int:
-    """Delete the user's sessions, so they end now rather than at the next
-    request's check (ModelBackend refuses inactive users there too)."""
-    engine = import_module(settings.SESSION_ENGINE)
-    store = getattr(engine.SessionStore, "get_model_class", None)
-    if store is None:  # cookie or cache sessions: the backend check remains
-        return 0
-    model = store()
-    ended = [
-        session.pk
-        for session in model.objects.filter(expire_date__gt=timezone.now())
-        if str(session.get_decoded().get("_auth_user_id")) == str(user.pk)
-    ]
-    model.objects.filter(pk__in=ended).delete()
-    return len(ended)
+    """Delete the user's sessions, so they end now rather than at their
+    next request's check (ModelBackend refuses inactive users there too),
+    and a reactivated user does not find old sessions alive again."""
+    ended, _ = ConsoleSession.objects.filter(user_id=user.pk).delete()
+    return ended
 
 
 @transaction.atomic

@@ -88,8 +88,7 @@ def provider(db):
 
 
 def test_an_anonymous_get_of_the_salesforce_sign_in_creates_nothing(client, provider):
-    from django.contrib.sessions.models import Session
-
+    from companies.models import ConsoleSession as Session
     from connections.models import SignInAttempt
 
     response = client.get("/login/salesforce/")

@@ -261,6 +261,8 @@ SECURE_REFERRER_POLICY = "same-origin"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_AGE = envint("SESSION_AGE_SECONDS", 8 * 3600)
+# Database sessions that name their user: deactivation ends them at once.
+SESSION_ENGINE = "companies.sessions"
 CSRF_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from unittest import mock
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.contrib.sessions.models import Session
+from django.contrib.sessions.backends.base import SessionBase
 from django.core import mail
 from django.db import connection
 from django.test import Client
@@ -17,6 +18,7 @@ from django.utils import timezone
 
 from companies.audit import Actor
 from companies.models import AuditEvent, Invitation, RoleGrant
+from companies.models import ConsoleSession as Session
 from companies.people import (
     Roles,
     roles_of,
@@ -214,6 +216,25 @@ def test_deactivation_ends_sessions_at_once(admin_client):
     admin_client.post(f"/users/{bob.pk}/reactivate/")
     assert AuditEvent.objects.filter(action="user.reactivate").exists()
     assert Client().login(username="bob", password="bob-pw")
+
+
+def test_deactivation_finds_the_sessions_by_user_without_decoding_any(admin):
+    """Each session row names its user: ending Bob's reads no one else's."""
+    bob = UserFactory(username="bob", password="bob-pw")
+    browsers = [Client() for _ in range(3)]
+    for i, browser in enumerate(browsers):
+        UserFactory(username=f"u{i}", password="pw")
+        assert browser.login(username=f"u{i}", password="pw")
+    assert Client().login(username="bob", password="bob-pw")
+    assert Client().login(username="bob", password="bob-pw")
+    assert Session.objects.filter(user_id=bob.pk).count() == 2
+    with (
+        mock.patch.object(SessionBase, "decode", side_effect=AssertionError),
+        CaptureQueriesContext(connection) as queries,
+    ):
+        assert user_deactivate(actor=Actor(user=admin), user=bob) == 2
+    assert Session.objects.count() == 3
+    assert len(queries) <= 12
 
 
 def test_user_list_queries_do_not_grow_with_users(admin_client):
