@@ -188,7 +188,12 @@ def org_access_token(
     through :func:`org_refresh_token_store`.
     """
     with org_refresh_lock(org_id):
-        if org is None:
+        stored_now = SalesforceOrg.objects.filter(pk=org_id).values_list(
+            "refresh_token_fingerprint", flat=True
+        )
+        if org is None or org.refresh_token_fingerprint != stored_now.first():
+            # Loaded before the lock: a refresh that rotated, a Finish or a
+            # re-authorization may have replaced the token since.
             org = SalesforceOrg.objects.select_related("client_app").get(pk=org_id)
         if org.client_app is None:
             raise salesforce.InvalidGrant("This org has no client app.")

@@ -375,3 +375,20 @@ def test_the_beat_fans_out_batches_of_ids() -> None:
         [o.pk for o in orgs[: tasks.HEALTH_CHECK_BATCH]],
         [orgs[-1].pk],
     ]
+
+
+def test_a_refresh_uses_the_token_stored_now_not_the_one_loaded_before(
+    http: responses.RequestsMock,
+) -> None:
+    """GIVEN a batch loaded the org WHEN another refresh rotated its token
+    before this one got the lock THEN the rotated token is sent."""
+    org = connected_org()
+    loaded_earlier = SalesforceOrg.objects.get(pk=org.pk)
+    org_refresh_token_store(org=org, token="SENTINEL-rotated-meanwhile")
+    org.save()
+    http.add(responses.POST, TOKEN, json=token_body(org))
+
+    org_access_token(org_id=org.pk, org=loaded_earlier)
+
+    (call,) = http.calls
+    assert "refresh_token=SENTINEL-rotated-meanwhile" in call.request.body
