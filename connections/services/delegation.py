@@ -23,7 +23,6 @@ import secrets
 
 from django.conf import settings
 from django.core import signing
-from django.core.cache import cache
 from django.core.mail import EmailMessage
 from django.db import transaction
 from django.db.models import Q
@@ -34,6 +33,7 @@ from companies.audit import Actor, audit_record
 from connections import salesforce
 from vbsf import encryption
 from vbsf.queue import enqueue_on_commit
+from vbsf.ratelimit import address_allowed
 
 from ..models import CampaignOrg, ConnectionChange
 from ..permissions import REQUIRED_PERMISSIONS
@@ -114,15 +114,13 @@ def link_row(token: str, *, lock: bool = False) -> CampaignOrg:
 
 def link_request_allowed(*, address: str | None) -> bool:
     """At most LINK_REQUESTS_PER_ADDRESS link requests a minute from one
-    address (a fixed window in the shared cache, as the sign-in starts)."""
-    key = f"vbsf:link-requests:{address or 'unknown'}"
-    cache.add(key, 0, LINK_REQUESTS_WINDOW_SECONDS)
-    try:
-        count = cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.set(key, 1, LINK_REQUESTS_WINDOW_SECONDS)
-        count = 1
-    return count <= LINK_REQUESTS_PER_ADDRESS
+    address, valid or not (guessing tokens counts)."""
+    return address_allowed(
+        "link-requests",
+        address=address,
+        limit=LINK_REQUESTS_PER_ADDRESS,
+        window_seconds=LINK_REQUESTS_WINDOW_SECONDS,
+    )
 
 
 def browser_binding(browser_secret: str) -> str:

@@ -28,7 +28,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
@@ -46,6 +45,7 @@ from orgs import token_ledger
 from orgs.models import RefreshTokenRecord, SalesforceOrg
 from vbsf import encryption
 from vbsf.queue import enqueue_on_commit
+from vbsf.ratelimit import address_allowed
 
 from .. import oauth_flows
 from ..models import SalesforceIdentityLink, SignInAttempt
@@ -421,14 +421,12 @@ ATTEMPT_RETENTION = timedelta(days=1)
 
 def signin_start_allowed(*, address: str | None) -> bool:
     """At most SIGNIN_STARTS_PER_ADDRESS starts a minute from one address."""
-    key = f"vbsf:signin-starts:{address or 'unknown'}"
-    cache.add(key, 0, SIGNIN_STARTS_WINDOW_SECONDS)
-    try:
-        count = cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.set(key, 1, SIGNIN_STARTS_WINDOW_SECONDS)
-        count = 1
-    return count <= SIGNIN_STARTS_PER_ADDRESS
+    return address_allowed(
+        "signin-starts",
+        address=address,
+        limit=SIGNIN_STARTS_PER_ADDRESS,
+        window_seconds=SIGNIN_STARTS_WINDOW_SECONDS,
+    )
 
 
 def signin_attempts_prune() -> int:
