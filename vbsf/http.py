@@ -215,16 +215,22 @@ def check_webhook_url(url: str) -> str:
 
 def post_json(url: str, body: bytes, headers: dict[str, str]) -> requests.Response:
     """POST a JSON body once; the response, whatever its status, or
-    OutboundError when nothing came back (refused, timeout, TLS, DNS)."""
+    OutboundError when nothing came back (refused, timeout, TLS, DNS).
+
+    The response's body is never read (only its status counts): a receiver
+    cannot make the worker hold an endless answer in memory."""
     check_webhook_url(url)
     host = urlsplit(url).hostname
     with webhook_session() as session:
         try:
-            return session.post(
+            response = session.post(
                 url,
                 data=body,
                 headers={"Content-Type": "application/json", **headers},
+                stream=True,
             )
+            response.close()
+            return response
         except OutboundError:
             raise
         except requests.Timeout:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import socket
 from datetime import timedelta
@@ -237,6 +238,23 @@ def test_a_webhook_is_signed_with_the_channel_secret(admin, acme, sent_tasks):
     # Sent is final: a duplicate task sends nothing.
     assert notification_deliver(delivery_id=delivery.pk) == "skipped"
     assert len(responses.calls) == 1
+
+
+class _UnreadBody(io.BufferedReader):
+    """A response body that must not be read."""
+
+    def read(self, *args, **kwargs):
+        raise AssertionError("the webhook's answer was read")
+
+    read1 = readinto = read
+
+
+@responses.activate
+def test_the_answer_of_a_webhook_is_not_read(settings):
+    settings.WEBHOOK_CA_BUNDLE = ""
+    # An endless (or huge) answer would be held in the worker's memory.
+    responses.post(HOOK, status=200, body=_UnreadBody(io.BytesIO(b"x" * 64)))
+    assert post_json(HOOK, b"{}", {}).status_code == 200
 
 
 @responses.activate
