@@ -75,18 +75,21 @@ def org_index(request: HttpRequest) -> HttpResponse:
 
 
 def bulk_context(request: HttpRequest) -> dict[str, Any]:
-    """The bulk bar's actions (by the user's capabilities) and the progress
-    line of the bulk action just started from this page."""
+    """The bulk bar's actions and the progress line of the bulk action just
+    started from this page."""
     access = request.access  # type: ignore[attr-defined]
+    return bulk_actions(access) | {"bulk_id": parse_id(request.GET.get("bulk"))}
+
+
+def bulk_actions(access: Any) -> dict[str, bool]:
+    """The bulk actions the user may take somewhere; no checkboxes without
+    one (a Viewer)."""
     actions = {
         "can_run_checks": access.can(Capability.RUN_CHECKS),
         "can_verify": access.can(Capability.VERIFY_PERMISSIONS),
         "can_reauthorize": access.can(Capability.REAUTHORIZE),
     }
-    return actions | {
-        "bulk_enabled": any(actions.values()),
-        "bulk_id": parse_id(request.GET.get("bulk")),
-    }
+    return actions | {"bulk_enabled": any(actions.values())}
 
 
 @require_GET
@@ -179,22 +182,20 @@ def operator_queue(request: HttpRequest) -> HttpResponse:
     access = request.access  # type: ignore[attr-defined]
     orgs = selectors.queue_orgs(access=access)
     page = Paginator(orgs, PAGE_SIZE).get_page(request.GET.get("page"))
-    context = queue_capabilities(access) | bulk_context(request)
-    context |= {"page": page, "checking": orgs_checking(list(page.object_list))}
+    context = (
+        queue_capabilities(access)
+        | bulk_context(request)
+        | {
+            "page": page,
+            "checking": orgs_checking(list(page.object_list)),
+        }
+    )
     return render(request, "orgs/queue.html", context)
 
 
 def queue_capabilities(access: Any) -> dict[str, bool]:
-    bulk_actions = (
-        Capability.RUN_CHECKS,
-        Capability.VERIFY_PERMISSIONS,
-        Capability.REAUTHORIZE,
-    )
-    return {
-        "can_reauthorize": access.can(Capability.REAUTHORIZE),
+    return bulk_actions(access) | {
         "can_edit_url": access.can(Capability.EDIT_ORG_URL),
-        "can_verify": access.can(Capability.VERIFY_PERMISSIONS),
-        "bulk_enabled": any(access.can(c) for c in bulk_actions),
     }
 
 
