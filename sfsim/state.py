@@ -197,7 +197,14 @@ class SimState:
         data = v.obj(data)
         with self.lock:
             org = self.org(org_id)
+            was_active = org.active
             org.active = v.boolean(data, "active", org.active)
+            if was_active and not org.active:
+                # A locked, closed or suspended org ends its sessions; a
+                # refresh then answers `inactive_org`.
+                for at in self.access_tokens.values():
+                    if at.org_id == org.org_id:
+                        at.revoked = True
             org.api_usage = v.integer(data, "api_usage", org.api_usage) or 0
             org.api_limit = v.integer(data, "api_limit", org.api_limit) or 0
             unavailable = v.str_list(

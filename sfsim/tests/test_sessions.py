@@ -180,3 +180,13 @@ def test_blocking_an_app_ends_its_sessions(sim: Sim, world: World) -> None:
     assert _ended(sim, world, body["access_token"])
     refresh = sim.refresh(world.host, world.key, world.secret, body["refresh_token"])
     assert refresh.get_json()["error"] == "invalid_grant"
+
+
+def test_a_locked_org_ends_its_sessions_and_refuses_refreshes(
+    sim: Sim, world: World
+) -> None:
+    body = sim.tokens(world)
+    sim.ctl("POST", f"/orgs/{world.org_id}", {"active": False})
+    assert _ended(sim, world, body["access_token"])
+    refresh = sim.refresh(world.host, world.key, world.secret, body["refresh_token"])
+    assert refresh.get_json()["error"] == "inactive_org"
