@@ -278,8 +278,11 @@ def incident_notify(
 
 @transaction.atomic
 def notification_test_send(*, actor: Actor, company: Company) -> list[Delivery]:
-    """A test message on each of the company's channels."""
+    """A test message on each of the company's channels; none (and nothing
+    recorded) when the company has no channel."""
     deliveries = _deliveries_create(company, Delivery.Event.TEST, None, [])
+    if not deliveries:
+        return deliveries
     audit_record(
         actor=actor,
         action="notification.test",

@@ -204,6 +204,15 @@ def test_send_test_makes_one_delivery_per_channel(
     assert "Delivery log" in page and 'hx-trigger="every 2s"' in page
 
 
+def test_send_test_without_a_channel_says_so_and_records_nothing(admin_client):
+    bare = CompanyFactory(name="Bare", contact_emails="")
+    response = admin_client.post(f"/settings/notifications/{bare.pk}/test/")
+    page = admin_client.get(response["Location"]).content.decode()
+    assert "Add email recipients or a webhook first." in page
+    assert not Delivery.objects.exists()
+    assert not AuditEvent.objects.filter(action="notification.test").exists()
+
+
 def _webhook_delivery(company, admin) -> tuple[Delivery, str]:
     secret = notification_settings_save(
         actor=Actor(user=admin),
