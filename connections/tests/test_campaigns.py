@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
 from datetime import timedelta
 from unittest import mock
 from urllib.parse import parse_qs, urlsplit
@@ -23,6 +25,7 @@ from connections.models import (
     ConnectionChange,
     ExternalClientApp,
 )
+from connections.services import campaigns as campaigns_service
 from connections.services import delegation
 from connections.services.campaigns import (
     CampaignError,
@@ -502,3 +505,55 @@ def test_reauthorize_now_logs_the_console_user_in_and_links_the_change(world):
     assert row.state == "connected"
     assert row.connected_as_username == "olga@acme.example"
     assert not AuditEvent.objects.filter(action="campaign.link_used").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_links_finishing_at_once_close_the_campaign(world, monkeypatch):
+    """Both rows are saved (not committed) before either checks whether the
+    campaign is done: the lock on the campaign makes the second see the
+    first. On SQLite the writers are serialized anyway (the barrier times
+    out); on PostgreSQL, as in CI, they really overlap."""
+    campaign, _ = _create(
+        world.users["administrator"], [world.acme_org.pk, world.globex_org.pk]
+    )
+    changes = []
+    for row in campaign.rows.all():
+        change = ConnectionChange.objects.create(
+            kind="reauthorize",
+            org=row.org,
+            client_app=row.org.client_app,
+            login_url=row.org.login_url,
+            state="applied",
+            new_username=f"admin-{row.pk}@example.com",
+        )
+        CampaignOrg.objects.filter(pk=row.pk).update(change=change)
+        changes.append(change)
+    both_saved = threading.Barrier(2, timeout=3)
+    original = campaigns_service.campaign_row_event
+
+    def event_then_wait(row, text, **fields):
+        original(row, text, **fields)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_saved.wait()
+
+    monkeypatch.setattr(campaigns_service, "campaign_row_event", event_then_wait)
+    errors = []
+
+    def finish(change):
+        try:
+            with transaction.atomic():
+                campaign_rows_change_finished(change=change)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=finish, args=(c,)) for c in changes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors
+    assert set(campaign.rows.values_list("state", flat=True)) == {"connected"}
+    campaign.refresh_from_db()
+    assert campaign.is_closed
