@@ -491,6 +491,9 @@ LOGGING = {
         },
         # runserver's access log: its 4xx lines would repeat django.request's.
         "django.server": {"level": "ERROR", "handlers": [], "propagate": True},
+        # Its DEBUG lines name every request's path, and a webhook's path can
+        # be its key (Slack's): never logged, whatever VBSF_LOG_LEVEL says.
+        "urllib3.connectionpool": {"level": "INFO", "propagate": True},
     },
 }
 # The Celery worker would otherwise swap the root logger's handler for its

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import time
 
 import pytest
@@ -21,6 +22,7 @@ from tests.factories import CompanyFactory
 from tests.integration.test_keep_connected import _check, _org
 from tests.live import wait_for
 from tests.webhook_receiver import webhook_receiver
+from vbsf.http import post_json
 
 pytestmark = pytest.mark.integration
 Delivery = NotificationDelivery
@@ -119,3 +121,14 @@ def test_a_host_that_resolves_to_a_private_address_is_refused(stack, receiver):
         delivery.last_error == "localhost resolves to a non-public address: not sent."
     )
     assert receiver.requests == []
+
+
+def test_the_webhook_path_is_not_logged_even_at_debug(receiver, caplog):
+    """A Slack-style URL's path is its key: urllib3's request lines (DEBUG)
+    would print it, so they are not logged."""
+    caplog.set_level(logging.DEBUG)
+    response = post_json(receiver.url + "/T000/B000/planted-path-key", b"{}", {})
+    assert response.status_code == 204
+    assert receiver.requests[0].path.endswith("planted-path-key")
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "planted-path-key" not in logged
