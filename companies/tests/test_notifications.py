@@ -154,6 +154,17 @@ def test_key_rotation_reencrypts_the_webhook_url(admin, acme, settings, capsys):
     assert notifications.webhook_url_of(channel) == SLACK_STYLE
 
 
+def test_another_companys_page_leaves_the_new_secret_waiting(admin_client, acme):
+    other = CompanyFactory(name="Other")
+    saved = _save(admin_client, acme, webhook_url=HOOK)
+    secret = encryption.decrypt(NotificationChannel.objects.get().secret_encrypted)
+    assert (
+        secret
+        not in admin_client.get(f"/settings/notifications/{other.pk}/").content.decode()
+    )
+    assert secret in admin_client.get(saved["Location"]).content.decode()
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [

@@ -40,10 +40,12 @@ def _company(request: HttpRequest, pk: int) -> Company:
 
 
 def _secret_once(request: HttpRequest, company: Company) -> str | None:
-    """The secret made by the last POST for this company, once."""
-    stored = request.session.pop(SECRET_ONCE, None)
+    """The secret made by the last POST for this company, once (another
+    company's page, opened in between, leaves it waiting)."""
+    stored = request.session.get(SECRET_ONCE)
     if not stored or stored.get("company") != company.pk:
         return None
+    del request.session[SECRET_ONCE]
     return encryption.decrypt(stored["secret"])
 
 
