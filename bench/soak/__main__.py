@@ -183,6 +183,7 @@ def _seed(sim: Any, web_url: str, count: int) -> tuple[str, list[dict[str, Any]]
                 "org_id": created["org_id"],
                 "username": username,
                 "company": company.name,
+                "extra": {"alias": name},
             }
         )
     return password, orgs
@@ -480,6 +481,7 @@ def _verify(args: argparse.Namespace, **run: Any) -> int:
         "restarts_by_supervisor": run["supervisor"].restarts,
         "beat": beat,
         "orgs_not_rechecked": left,
+        "url_checks_waiting_for_beat_resend": checks.url_checks_waiting(),
         "drain_seconds": round(drained, 1),
         "metrics": metrics,
         "checks": [

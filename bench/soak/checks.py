@@ -11,6 +11,7 @@ import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,7 +20,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from companies.models import AuditEvent
-from connections.models import ConnectionChange
+from connections.models import CampaignOrg, ConnectionChange
 from orgs.health import orgs_check_now
 from orgs.models import ConnectionStatus, SalesforceOrg, UrlVerification
 from tests.simclient import Sim
@@ -45,13 +46,27 @@ def journal(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
+# A URL check takes a second or two; one running longer lost its message to
+# a fault and waits for beat's safety net, which resends after 6 minutes
+# (orgs.url_change.url_verifications_resume, every 2 minutes): by 9 minutes
+# it must be done.
+URL_CHECK_STALLED_SECONDS = 60
+URL_CHECK_LOST_SECONDS = 9 * 60
+
+
 def settled() -> tuple[int, int]:
-    """Work still moving by itself: (changes, URL checks)."""
+    """Work still moving by itself: (changes, URL checks not yet stalled)."""
     moving = ConnectionChange.objects.filter(state__in=AUTOMATIC).count()
     checking = UrlVerification.objects.filter(
-        state=UrlVerification.State.RUNNING
+        state=UrlVerification.State.RUNNING,
+        created_at__gte=timezone.now() - timedelta(seconds=URL_CHECK_STALLED_SECONDS),
     ).count()
     return moving, checking
+
+
+def url_checks_waiting() -> int:
+    """URL checks waiting for beat's resend (not lost yet)."""
+    return UrlVerification.objects.filter(state=UrlVerification.State.RUNNING).count()
 
 
 def drain(timeout: float, say: Any) -> float:
@@ -86,15 +101,29 @@ def changes_once(entries: list[dict[str, Any]]) -> Check:
     problems = []
     stuck = ConnectionChange.objects.filter(state__in=AUTOMATIC)
     problems += [f"change {c.pk} stuck in {c.state}" for c in stuck]
+    lost = UrlVerification.objects.filter(
+        state=UrlVerification.State.RUNNING,
+        created_at__lt=timezone.now() - timedelta(seconds=URL_CHECK_LOST_SECONDS),
+    )
+    problems += [f"URL check {v.pk} of org {v.org_id} lost" for v in lost]
     finished = [e for e in entries if e.get("ok") and e["journey"] == "edit_connection"]
     for entry in finished:
         key = entry["result"].split()[-1]
         change = ConnectionChange.objects.filter(
-            client_app__consumer_key=key, org_id=entry["org"]
+            client_app__consumer_key=key,
+            org_id=entry["org"],
+            kind=ConnectionChange.Kind.EDIT,
         ).first()
         if change is None or change.state != ConnectionChange.State.APPLIED:
             state = change.state if change else "missing"
             problems.append(f"Finish seen for org {entry['org']}, change {state}")
+    delegated = [e for e in entries if e.get("ok") and e["journey"] == "campaign"]
+    for entry in delegated:
+        rows = CampaignOrg.objects.filter(org_id=entry["org"])
+        if not rows.filter(state=CampaignOrg.State.CONNECTED).exists():
+            problems.append(
+                f"delegated link used for org {entry['org']}, row not connected"
+            )
     per_org = Counter(
         ConnectionChange.objects.filter(
             state=ConnectionChange.State.APPLIED
@@ -130,7 +159,8 @@ def changes_once(entries: list[dict[str, Any]]) -> Check:
     return Check(
         "no staged change lost or applied twice",
         not problems,
-        f"{applied} applied, {len(finished)} Finish seen by journeys",
+        f"{applied} applied; journeys saw {len(finished)} Finish, "
+        f"{len(delegated)} delegated links used",
         problems,
     )
 

@@ -290,6 +290,63 @@ def edit_connection(console: Console, target: Target, sim: Sim) -> str:
     return f"applied {app['consumer_key']}"
 
 
+def campaign(console: Console, target: Target, sim: Sim) -> str:
+    """Start a re-authorization campaign for the org from the org list, copy
+    its delegated link, and let the customer's Salesforce admin use it in
+    another browser, without a console sign-in."""
+    page = console.page(f"/orgs/?q={target.extra.get('alias', '')}", "/orgs/?q")
+    form = find_form(page.text, form_id="bulk")
+    if form is None or not form.has_button("action", "re-authorization campaign"):
+        raise JourneyError("no Start re-authorization campaign on the org list")
+    started = console.submit(
+        page,
+        form,
+        {"orgs": str(target.pk)},
+        button="action",
+        text="re-authorization campaign",
+        name="/orgs/bulk/",
+    )
+    # Started, the browser lands on the campaign's page.
+    if started.status_code != 200 or not re.search(r"/campaigns/\d+/$", started.url):
+        raise JourneyError(f"the campaign was not started ({started.url})")
+    page = started
+    form = find_form(page.text, action="/copy-link/")
+    if form is None:
+        raise JourneyError("no Copy link on the campaign page")
+    copied = console.submit(page, form, name="/campaigns/[id]/rows/[id]/copy-link/")
+    link = re.search(r'<code id="link-text-\d+"[^>]*>([^<]+)</code>', copied.text)
+    if link is None:
+        raise JourneyError("Copy link showed no link")
+    # The customer's admin: another browser, no console session.
+    person = requests.Session()
+    landing = person.get(link.group(1), timeout=30)
+    form = find_form(landing.text, text="Log in with Salesforce")
+    if landing.status_code != 200 or form is None:
+        raise JourneyError(f"the link answered {landing.status_code}")
+    sent = person.post(
+        urljoin(landing.url, form.action),
+        data=form.data(),
+        timeout=30,
+        allow_redirects=False,
+    )
+    if sent.status_code != 302:
+        raise JourneyError(f"Log in with Salesforce answered {sent.status_code}")
+    try:
+        callback = salesforce_login(
+            sent.headers["Location"], target.username, SF_PASSWORD
+        )
+    except (AssertionError, requests.RequestException) as exc:
+        raise JourneyError(f"Salesforce login failed: {str(exc)[:120]}") from None
+    result = person.get(callback, timeout=30)
+
+    def connected() -> bool:
+        current = person.get(result.url, timeout=30)
+        return "Connected as" in current.text and not polls(current.text)
+
+    wait_until(connected, timeout=60, what="the delegated re-authorization")
+    return "connected through a delegated link"
+
+
 # name -> (journey, weight, needs an org of its own)
 JOURNEYS: dict[str, tuple[Callable[[Console, Target, Sim], str], int, bool]] = {
     "browse": (browse, 4, False),
@@ -297,4 +354,5 @@ JOURNEYS: dict[str, tuple[Callable[[Console, Target, Sim], str], int, bool]] = {
     "reauthorize": (reauthorize, 2, True),
     "url_fix": (url_fix, 1, True),
     "edit_connection": (edit_connection, 2, True),
+    "campaign": (campaign, 1, True),
 }
