@@ -349,7 +349,10 @@ def _send_webhook(delivery: Delivery) -> None:
 def _claim(delivery_id: int) -> Delivery | None:
     now = timezone.now()
     claimed = (
-        Delivery.objects.filter(pk=delivery_id)
+        # Bounded even when workers die mid-send: no attempt past the last.
+        Delivery.objects.filter(
+            pk=delivery_id, attempts__lt=settings.NOTIFICATION_MAX_ATTEMPTS
+        )
         .filter(
             Q(state__in=[Delivery.State.PENDING, Delivery.State.RETRYING])
             | Q(state=Delivery.State.SENDING, updated_at__lt=now - STALE_SENDING)
@@ -417,6 +420,16 @@ def notification_deliveries_resume() -> int:
     left behind (a delivery untouched well past its next attempt). A second
     task for one delivery is harmless: only one can claim it."""
     now = timezone.now()
+    # A worker died sending the last attempt: that is the end of it.
+    Delivery.objects.filter(
+        state=Delivery.State.SENDING,
+        updated_at__lt=now - STALE_SENDING,
+        attempts__gte=settings.NOTIFICATION_MAX_ATTEMPTS,
+    ).update(
+        state=Delivery.State.FAILED,
+        last_error="The worker stopped while sending the last attempt.",
+        updated_at=now,
+    )
     waiting = Delivery.objects.filter(
         state__in=[
             Delivery.State.PENDING,

@@ -383,6 +383,26 @@ def test_beat_resends_deliveries_left_behind(admin, acme, settings, sent_tasks):
     assert notifications.notification_deliveries_resume() == 0
 
 
+def test_a_worker_dying_on_the_last_attempt_ends_the_delivery(
+    admin, acme, settings, sent_tasks
+):
+    """Retries stay bounded when the sending worker dies (no error recorded):
+    the delivery is not resent forever."""
+    settings.NOTIFICATION_MAX_ATTEMPTS = 3
+    delivery, _ = _webhook_delivery(acme, admin)
+    sent_tasks.reset_mock()
+    old = timezone.now() - timedelta(hours=1)
+    Delivery.objects.filter(pk=delivery.pk).update(
+        state="sending", attempts=3, updated_at=old
+    )
+    assert notification_deliver(delivery_id=delivery.pk) == "skipped"
+    assert notifications.notification_deliveries_resume() == 0
+    delivery.refresh_from_db()
+    assert (delivery.state, delivery.attempts) == ("failed", 3)
+    assert "last attempt" in delivery.last_error
+    sent_tasks.assert_not_called()
+
+
 def test_the_notifications_page_queries_do_not_grow_with_deliveries(
     admin, admin_client, acme, sent_tasks
 ):
