@@ -17,7 +17,7 @@ def access(request: HttpRequest) -> dict[str, object]:
         and profile.is_administrator
         and request.user.is_staff,
         "queue": profile.can(Capability.RUN_CHECKS),
-        # Users, Notifications and Sign-in settings: Administrators only.
+        # Users, Notifications and Console sign-in: Administrators only.
         "people": profile.is_administrator,
     }
     match = getattr(request, "resolver_match", None)

@@ -110,3 +110,10 @@ def test_the_page_queries_do_not_grow_with_links(admin_client):
         )
         SalesforceOrgFactory()
     assert count() == few
+
+
+def test_the_page_is_named_as_in_the_spec(admin_client):
+    """SPEC §10 calls it "Console sign-in": the page and its menu link."""
+    page = admin_client.get("/settings/sign-in/").content.decode()
+    assert "<h1>Console sign-in</h1>" in page
+    assert 'aria-current="page">Console sign-in</a>' in page

@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration]
 PAGES = {
     "Users": "/users/",
     "Notifications": "/settings/notifications/",
-    "Sign-in settings": "/settings/sign-in/",
+    "Console sign-in": "/settings/sign-in/",
 }
 PASSWORD = "violet-harbour-lantern-93"
 
@@ -160,7 +160,8 @@ def test_administrator_picks_the_sign_in_org_and_unlinks_a_user(
         salesforce_username="bob@idp.example",
     )
     sign_in(page, stack, "admin")
-    page.get_by_role("link", name="Sign-in settings").click()
+    page.get_by_role("link", name="Console sign-in").click()
+    expect(page.get_by_role("heading", name="Console sign-in")).to_be_visible()
     expect(page.get_by_text("Off: console users sign in")).to_be_visible()
     page.get_by_label("Organization that signs users in").select_option(label="idp-org")
     page.get_by_role("button", name="Use for sign-in").click()
