@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import date
 from typing import Any
+from urllib.parse import urlsplit
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth.forms import AuthenticationForm, SetPasswordForm
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
@@ -356,10 +358,20 @@ class NotificationsForm(forms.Form):
             return ""
         try:
             forms.URLField(assume_scheme="https").clean(url)
-            return check_webhook_url(url)
+            url = check_webhook_url(url)
         except ValidationError:
             raise ValidationError(
                 "Enter a full https:// address.", code="invalid_url"
             ) from None
         except OutboundError as exc:
             raise ValidationError(str(exc), code="refused_url") from None
+        # localhost names are loopback by definition (RFC 6761): say so now,
+        # not at the first send (other names meet the guard after DNS).
+        host = (urlsplit(url).hostname or "").rstrip(".")
+        if (host == "localhost" or host.endswith(".localhost")) and (
+            host not in settings.WEBHOOK_ALLOWED_HOSTS
+        ):
+            raise ValidationError(
+                "The address is not a public one.", code="refused_url"
+            )
+        return url

@@ -172,6 +172,8 @@ def test_another_companys_page_leaves_the_new_secret_waiting(admin_client, acme)
         ("https://127.0.0.1/x", "not a public one"),
         ("https://10.1.2.3/x", "not a public one"),
         ("https://[::1]/x", "not a public one"),
+        ("https://localhost/x", "not a public one"),
+        ("https://api.localhost./x", "not a public one"),
         ("https://user:pw@hooks.example.com/x", "user name or password"),
         ("hooks", "Enter a full https:// address"),
     ],
