@@ -64,7 +64,7 @@ CHECK_FAILED = (
     ConnectionStatus.URL_CHANGED,
 )
 # A chunk writes the progress line at most this often (and when it ends).
-PROGRESS_EVERY_SECONDS = 0.5
+PROGRESS_EVERY_SECONDS = 1.0
 # A chunk hands over to a fresh task after this long, well inside Celery's
 # soft time limit, so a chunk of a large fleet is never killed half-way.
 CHUNK_BUDGET_SECONDS = 120

@@ -394,14 +394,17 @@ def test_the_progress_line_says_what_was_done_and_what_was_skipped(world):
         "Checking 340 of 1,000 orgs · 12 failed · 5 skipped: you may not act on them"
         in body
     )
-    assert "every 1s" in body
+    assert "every 1s" in body and "polling=1&amp;done=340" in body
+    # Polled with nothing new done: the page's rows are not refetched.
+    response = client.get(f"/orgs/bulk/{action.pk}/?polling=1&done=340")
+    assert "HX-Trigger" not in response
     BulkAction.objects.filter(pk=action.pk).update(
         done=1000, finished_at=timezone.now()
     )
-    response = client.get(f"/orgs/bulk/{action.pk}/?polling=1")
+    response = client.get(f"/orgs/bulk/{action.pk}/?polling=1&done=340")
     body = response.content.decode()
     assert "Checked 1,000 orgs · 12 failed" in body and "every 1s" not in body
-    assert response["HX-Trigger"] == "bulk-finished"
+    assert response["HX-Trigger"] == "bulk-progress"
 
 
 def test_an_unexpected_error_on_the_last_try_is_the_orgs_outcome_in_plain_words(

@@ -60,7 +60,8 @@ def bulk_progress(request: HttpRequest, pk: int) -> HttpResponse:
     action = get_object_or_404(BulkAction, pk=pk, created_by_id=request.user.pk)
     context = {"action": action, "summary": bulk.bulk_action_summary(action)}
     response = render(request, "connections/_bulk_progress.html", context)
-    if action.is_finished and request.GET.get("polling"):
-        # The rows of the page show the new statuses (htmx refetches them).
-        response["HX-Trigger"] = "bulk-finished"
+    if request.GET.get("polling") and request.GET.get("done") != str(action.done):
+        # More orgs are done: the page's rows show their new statuses (htmx
+        # refetches them).
+        response["HX-Trigger"] = "bulk-progress"
     return response

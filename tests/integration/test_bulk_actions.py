@@ -55,7 +55,7 @@ def _client(role: str, company) -> Client:
 def _finished(action_id: int) -> BulkAction:
     return wait_for(
         lambda: (a := BulkAction.objects.get(pk=action_id)).is_finished and a,
-        timeout=60,
+        timeout=120,
     )
 
 
