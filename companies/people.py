@@ -207,7 +207,8 @@ def invitation_accept(
 
 
 @transaction.atomic
-def invitation_revoke(*, actor: Actor, invitation: Invitation) -> None:
+def invitation_revoke(*, actor: Actor, invitation: Invitation) -> bool:
+    """Revoke an open invitation; False if it was used or revoked already."""
     revoked = Invitation.objects.filter(
         pk=invitation.pk, used_at__isnull=True, revoked_at__isnull=True
     ).update(revoked_at=timezone.now())
@@ -218,6 +219,7 @@ def invitation_revoke(*, actor: Actor, invitation: Invitation) -> None:
             summary=f"Revoked the invitation of {invitation.email}",
             before={"email": invitation.email},
         )
+    return bool(revoked)
 
 
 # --- roles and deactivation -------------------------------------------------

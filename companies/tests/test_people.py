@@ -260,3 +260,8 @@ def test_a_revoked_invitation_link_is_refused(admin, admin_client):
     assert "The invitation of bo@example.com is revoked." in response.content.decode()
     assert Client().get(_path(_link_from_mail())).status_code == 404
     assert AuditEvent.objects.filter(action="user.invite_revoke").count() == 1
+    again = admin_client.post(
+        f"/users/invitations/{result.invitation.pk}/revoke/", follow=True
+    )
+    assert "was already used or revoked" in again.content.decode()
+    assert AuditEvent.objects.filter(action="user.invite_revoke").count() == 1

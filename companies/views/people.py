@@ -129,8 +129,13 @@ def user_reactivate_view(request: HttpRequest, pk: int) -> HttpResponse:
 @require_capability(Capability.MANAGE_USERS)
 def invitation_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
     invitation = get_object_or_404(Invitation, pk=pk)
-    invitation_revoke(actor=Actor.from_request(request), invitation=invitation)
-    messages.success(request, f"The invitation of {invitation.email} is revoked.")
+    if invitation_revoke(actor=Actor.from_request(request), invitation=invitation):
+        messages.success(request, f"The invitation of {invitation.email} is revoked.")
+    else:
+        messages.error(
+            request,
+            f"The invitation of {invitation.email} was already used or revoked.",
+        )
     return redirect("users:list")
 
 
