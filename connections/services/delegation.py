@@ -137,10 +137,13 @@ def new_browser_secret() -> str:
 
 def link_issue(row: CampaignOrg, actor: Actor) -> None:
     """Give the row a nonce if it has none; the issuer becomes the link's
-    creator. Issuing again keeps the nonce: links copied or sent earlier
-    keep working, and a browser that claimed the link keeps it."""
-    if not row.link_nonce:
+    creator. Issuing again keeps the nonce, so links copied or sent earlier
+    keep working, unless a browser has claimed the link (say its login
+    failed and the link goes to someone else now): then the earlier link is
+    revoked and the new one works in any browser, once."""
+    if not row.link_nonce or row.browser_binding:
         row.link_nonce = secrets.token_hex(16)
+        row.browser_binding = ""
     row.link_created_by = (
         actor.user if actor.user and actor.user.is_authenticated else None
     )

@@ -557,3 +557,19 @@ def test_two_links_finishing_at_once_close_the_campaign(world, monkeypatch):
     assert set(campaign.rows.values_list("state", flat=True)) == {"connected"}
     campaign.refresh_from_db()
     assert campaign.is_closed
+
+
+def test_a_new_link_for_a_claimed_row_revokes_the_earlier_one(world):
+    campaign, row, path = _linked_row(world)
+    first = Client()
+    first.get(path)
+    state = parse_qs(urlsplit(first.post(path)["Location"]).query)["state"][0]
+    first.get("/oauth/callback/", {"state": state, "error": "access_denied"})
+    assert CampaignOrg.objects.get(pk=row.pk).state == "failed"
+    again = _copy_link(world.client_for("operator"), campaign, row)
+    assert again != path
+    assert Client().get(path).status_code == 410  # the claimed link is revoked
+    assert first.get(f"/r/result/{row.pk}/").status_code == 410
+    second = Client()
+    assert second.get(again).status_code == 200
+    assert second.post(again).status_code == 302
