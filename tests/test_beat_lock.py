@@ -146,6 +146,47 @@ def _pings(client: redis.Redis) -> bool:
         return False
 
 
+def test_a_beat_rides_out_a_redis_restart(folder: Path) -> None:
+    """Redis restarts (persisted, as in production): the beat holding the
+    lock keeps it and goes on; the waiting one still sends nothing."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        missing_dependency("redis-server is not installed")
+        pytest.skip("redis-server is not installed")
+    port = _free_port()
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    command += ["--appendonly", "yes", "--appendfsync", "always"]
+    client = redis.Redis(port=port)
+
+    def start_redis() -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(command, cwd=folder, stdout=subprocess.DEVNULL)
+        wait_for(lambda: _pings(client), timeout=20)
+        return process
+
+    server = start_redis()
+    env = _env(folder, VBSF_BROKER_URL=f"redis://127.0.0.1:{port}/0")
+    first, second = Beat(env, "a", folder), Beat(env, "b", folder)
+    try:
+        first.start()
+        wait_for(lambda: first.sent() >= 2, timeout=60)
+        second.start()
+        time.sleep(3)
+        server.terminate()  # SIGTERM: Redis writes its append-only file
+        server.wait(20)
+        time.sleep(2)
+        server = start_redis()
+        before = first.sent()
+        wait_for(lambda: first.sent() >= before + 3, timeout=30)
+        assert first.process and first.process.poll() is None, first.output()
+        assert "Redis unreachable" in first.output()
+        assert second.sent() == 0, second.output()
+    finally:
+        first.kill()
+        second.kill()
+        server.kill()
+        server.wait(10)
+
+
 def test_two_redis_beats_one_schedules(folder: Path, redis_url: str) -> None:
     # A short lock, so the takeover after a SIGKILL is quick to see.
     env = _env(folder, VBSF_BROKER_URL=redis_url, VBSF_BEAT_LOCK_TIMEOUT="3")

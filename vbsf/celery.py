@@ -8,8 +8,10 @@ import os
 import time
 from typing import Any
 
+import redis
 from celery import Celery
 from celery.beat import PersistentScheduler
+from redbeat import RedBeatScheduler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "vbsf.settings")
 
@@ -48,6 +50,9 @@ class FileLockScheduler(PersistentScheduler):
     """
 
     lock_poll_seconds = 1.0
+    # redbeat's beat_init handler (imported for RedisLockScheduler) takes
+    # the Redis lock of any scheduler that names one; this one does not.
+    lock_key = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._lock_file: Any = None
@@ -82,3 +87,23 @@ class FileLockScheduler(PersistentScheduler):
         if self._lock_file is not None:
             self._lock_file.close()  # releases the flock
             self._lock_file = None
+
+
+class RedisLockScheduler(RedBeatScheduler):
+    """celery-redbeat's scheduler (one beat holds the lock in Redis), riding
+    out a short Redis outage instead of exiting.
+
+    redbeat extends its lock on every tick; while Redis restarts that call
+    fails and beat would exit, leaving nobody to schedule until the lock
+    expires. Here the beat keeps its lock and tries again a second later;
+    Redis persists the lock (AOF), so the same beat goes on. Had the lock
+    expired meanwhile and another beat taken it, the extension is refused
+    (LockNotOwnedError, not a connection error) and this beat exits.
+    """
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        try:
+            return super().tick(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            logger.warning("beat: Redis unreachable (%s); trying again", exc)
+            return 1.0

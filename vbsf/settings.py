@@ -347,7 +347,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(CELERY_DATA_DIR / "beat-schedule")
 # vbsf.celery.FileLockScheduler holds a file lock on the one machine.
 CELERY_BEAT_MAX_LOOP_INTERVAL = envint("BEAT_MAX_INTERVAL", 10)
 if CELERY_BROKER_URL.startswith("redis"):
-    CELERY_BEAT_SCHEDULER = "redbeat.RedBeatScheduler"
+    CELERY_BEAT_SCHEDULER = "vbsf.celery:RedisLockScheduler"
     CELERY_REDBEAT_REDIS_URL = CELERY_BROKER_URL
     CELERY_REDBEAT_KEY_PREFIX = "vbsf-beat:"
     CELERY_REDBEAT_LOCK_TIMEOUT = envint("BEAT_LOCK_TIMEOUT", 60)
