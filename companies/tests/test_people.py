@@ -82,6 +82,12 @@ def test_invite_mails_a_link_and_stores_only_the_token_hash(admin_client):
     assert "new.person@example.com" in page and token not in page
 
 
+def test_the_invite_page_names_the_configured_link_lifetime(admin_client, settings):
+    settings.INVITATION_HOURS = 24
+    page = admin_client.get("/users/invite/").content.decode()
+    assert "valid once for 24 hours" in page
+
+
 def test_invite_needs_a_role_and_a_new_address(admin_client, admin):
     response = admin_client.post("/users/invite/", {"email": "x@example.com"})
     assert response.status_code == 422

@@ -3,6 +3,7 @@ invitee's set-password page."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_not_required
@@ -73,7 +74,8 @@ def user_invite(request: HttpRequest) -> HttpResponse:
                     "not be sent. Check the mail settings and invite again.",
                 )
             return redirect("users:list")
-    return render_form(request, "companies/users_invite.html", {"form": form})
+    context = {"form": form, "invitation_hours": settings.INVITATION_HOURS}
+    return render_form(request, "companies/users_invite.html", context)
 
 
 @require_http_methods(["GET", "POST"])
