@@ -2,9 +2,10 @@
 
 What is counted, and where:
 
-* **Task runs and failures by task**, counted in the Celery worker (signals
-  wired in ``vbsf/celery.py``), and **Salesforce requests by outcome**,
-  counted in the Salesforce client's transport. Web, workers and beat are
+* **Task runs and failures by task**, counted in the Celery worker (the
+  ``task_postrun`` signal, connected below), and **Salesforce requests by
+  outcome**, counted in the Salesforce client's transport, one per HTTP
+  attempt. Web, workers and beat are
   separate processes, on separate hosts in production, so these counters
   live in the Django cache (Redis in production: ``INCR`` is atomic and
   every host sees it) and a custom collector reads them at scrape time.
