@@ -296,6 +296,14 @@ class InvitationAcceptForm(SetPasswordForm):
 # --- notifications ----------------------------------------------------------
 
 
+class WriteOnlyURLInput(forms.URLInput):
+    """A URL field that never shows a value, not even the one just typed
+    when the form comes back with errors: the URL may be a credential."""
+
+    def format_value(self, value: Any) -> None:
+        return None
+
+
 class NotificationsForm(forms.Form):
     """A company's email recipients and webhook."""
 
@@ -312,6 +320,7 @@ class NotificationsForm(forms.Form):
         required=False,
         max_length=500,
         help_text="https only.",
+        widget=WriteOnlyURLInput(attrs={"autocomplete": "off"}),
     )
     webhook_enabled = forms.BooleanField(label="Send to the webhook", required=False)
     webhook_remove = forms.BooleanField(label="Remove the webhook", required=False)

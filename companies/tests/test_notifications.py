@@ -115,6 +115,10 @@ def test_the_webhook_url_is_a_credential_encrypted_and_shown_by_host_only(
     assert "planted-url-key" not in page
     assert "hooks.example.com" in page
     assert encryption.fingerprint(SLACK_STYLE) in page
+    # Not even a form that comes back with errors shows the URL typed.
+    bad = _save(admin_client, acme, webhook_url=SLACK_STYLE, contact_emails="nope")
+    assert bad.status_code == 422
+    assert "planted-url-key" not in bad.content.decode()
     # Saving again without a URL keeps the webhook (it cannot be shown).
     again = _save(admin_client, acme, webhook_url="")
     assert again.status_code == 302
