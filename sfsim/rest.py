@@ -215,11 +215,15 @@ def _sources(ctx: Ctx, user: User, version: str) -> soql.SourceFn:
     state = ctx.state
     org = ctx.org
     assert org is not None
-    members = [u for u in state.users.values() if u.org_id == org.org_id]
+
+    def members() -> list[User]:
+        # Only queries of users read the org's members: the health check's
+        # Organization query must not scan every user of a fleet.
+        return [u for u in state.users.values() if u.org_id == org.org_id]
 
     def psa_rows() -> list[dict[str, Any]]:
         rows = []
-        for u in members:
+        for u in members():
             for ps in [u.profile_ps, *u.permission_sets]:
                 rows.append(
                     {
@@ -266,10 +270,10 @@ def _sources(ctx: Ctx, user: User, version: str) -> soql.SourceFn:
             rows = [r["PermissionSet"] for r in psa_rows()]
             return "PermissionSet", rows[0], rows
         if name == "user":
-            rows = [_user_record(org, u, version) for u in members]
+            rows = [_user_record(org, u, version) for u in members()]
             return "User", rows[0], rows
         if name == "profile":
-            rows = [_profile(org, u, version) for u in members]
+            rows = [_profile(org, u, version) for u in members()]
             return "Profile", rows[0], rows
         if name == "organization":
             rows = [_org_record(org, version)]
