@@ -34,7 +34,8 @@ from connections.services.campaigns import (
     campaign_rows_change_finished,
     campaigns_expire,
 )
-from orgs.models import SalesforceOrg
+from orgs import token_ledger
+from orgs.models import RefreshTokenRecord, SalesforceOrg
 from tests.factories import SalesforceOrgFactory
 
 pytestmark = pytest.mark.django_db
@@ -573,3 +574,95 @@ def test_a_new_link_for_a_claimed_row_revokes_the_earlier_one(world):
     second = Client()
     assert second.get(again).status_code == 200
     assert second.post(again).status_code == 302
+
+
+# --- the token budget guard (SPEC §9) ------------------------------------------
+
+BUDGET_USER = "0055g0000012345AAA"
+
+
+def _live_tokens(org, n: int) -> None:
+    """The console holds ``n`` live tokens for the org's user and app."""
+    SalesforceOrg.objects.filter(pk=org.pk).update(
+        connected_as_user_id=BUDGET_USER, connected_as_username="int@acme.example"
+    )
+    for i in range(n):
+        token_ledger.refresh_token_record(
+            token=f"live-{org.pk}-{i}",
+            client_app_id=org.client_app_id,
+            salesforce_org_id=org.org_id,
+            user_id=BUDGET_USER,
+            username="int@acme.example",
+            purpose=RefreshTokenRecord.Purpose.REAUTHORIZATION,
+            login_url=org.login_url,
+        )
+
+
+BUDGET_WARNING = "The console already holds 4 live tokens for int@acme.example"
+
+
+def test_reauthorize_now_past_four_live_tokens_needs_the_warning_read(world):
+    campaign = _campaign(world)
+    row = campaign.rows.get(org=world.acme_org)
+    _live_tokens(world.acme_org, 3)
+    operator = world.client_for("operator")
+    page = operator.get(f"/campaigns/{campaign.pk}/").content.decode()
+    assert "live tokens" not in page  # three: no warning yet
+    _live_tokens(world.acme_org, 4)
+    page = operator.get(f"/campaigns/{campaign.pk}/").content.decode()
+    assert BUDGET_WARNING in page and "Re-authorize anyway" in page
+    url = f"/campaigns/{campaign.pk}/rows/{row.pk}/reauthorize/"
+
+    stopped = operator.post(url, {"page": "1"})
+
+    assert stopped.status_code == 302
+    assert stopped["Location"] == f"/campaigns/{campaign.pk}/"
+    assert not ConnectionChange.objects.exists()
+    assert CampaignOrg.objects.get(pk=row.pk).change_id is None
+    page = operator.get(stopped["Location"]).content.decode()
+    assert "Choose “Re-authorize anyway” to go on." in page
+
+    confirmed = operator.post(url, {"token_budget_confirmed": "1"})
+
+    assert confirmed.status_code == 302
+    assert "/services/oauth2/authorize" in confirmed["Location"]
+    assert CampaignOrg.objects.get(pk=row.pk).change.kind == "reauthorize"
+
+
+def test_the_guard_is_not_offered_to_whom_may_not_act(world):
+    campaign = _campaign(world)
+    _live_tokens(world.acme_org, 4)
+    html = world.client_for("viewer").get(f"/campaigns/{campaign.pk}/")
+    assert "live tokens" not in html.content.decode()
+
+
+def test_the_link_page_shows_nothing_of_the_token_budget(world):
+    """The person with the link sees no count and no other org (the guard
+    is the console user's, on the campaign row, before the link goes out)."""
+    _, _, path = _linked_row(world)
+    _live_tokens(world.acme_org, 5)
+    html = Client().get(path).content.decode()
+    assert "acme-prod" in html
+    for leak in ("live tokens", "token budget", "int@acme.example", "would lose"):
+        assert leak not in html.lower()
+
+
+def test_campaign_page_budgets_take_one_query_for_10_and_1000_rows(world):
+    admin = world.users["administrator"]
+    counts = []
+    for n, start in ((10, 0), (1000, 100)):
+        ids = _bulk_orgs(world.acme, n, start)
+        campaign, _ = _create(admin, ids)
+        SalesforceOrg.objects.filter(pk__in=ids).update(
+            connected_as_user_id=BUDGET_USER
+        )
+        _live_tokens(SalesforceOrg.objects.get(pk=ids[0]), 4)
+        operator = world.client_for("operator")
+        operator.get(f"/campaigns/{campaign.pk}/")  # session warmed up
+        with CaptureQueriesContext(connection) as ctx:
+            response = operator.get(f"/campaigns/{campaign.pk}/")
+        assert BUDGET_WARNING in response.content.decode()
+        ledger = [q for q in ctx.captured_queries if "refreshtokenrecord" in q["sql"]]
+        assert len(ledger) == 1
+        counts.append(len(ctx.captured_queries))
+    assert counts[0] == counts[1]

@@ -16,12 +16,14 @@ from django.views.decorators.http import require_GET, require_POST
 from companies.access import Capability
 from companies.audit import Actor
 from companies.decorators import require_capability
+from orgs.selectors import token_budget_for, token_budgets_for
 from vbsf.views import render_form
 
 from .. import oauth_flows, selectors
 from ..forms import CampaignLinkForm
 from ..models import Campaign, CampaignOrg
 from ..services import campaigns, delegation
+from .org_page import TOKEN_BUDGET_CONFIRMED
 
 
 def campaign_context(
@@ -47,6 +49,7 @@ def campaign_context(
         row.email_value, row.email_errors = row.email, []
         if bad_email and bad_email[0] == row.pk:
             row.email_value, row.email_errors = bad_email[1], bad_email[2]
+    rows_budget_warnings(rows)
     counts = selectors.campaign_counts(access=access, campaign=campaign)
     return {
         "campaign": campaign,
@@ -58,6 +61,16 @@ def campaign_context(
         "page": page,
         "rows": rows,
     }
+
+
+def rows_budget_warnings(rows: list[CampaignOrg]) -> None:
+    """The token budget guard (SPEC §9) of every row the user may act on, in
+    one query for the page: shown before "Re-authorize now" sends anyone to
+    Salesforce, and before a link is sent or copied."""
+    budgets = token_budgets_for(orgs=[row.org for row in rows if row.may_act])
+    for row in rows:
+        budget = budgets.get(row.org_id)
+        row.token_budget = budget if budget and budget.warns else None
 
 
 @require_GET
@@ -123,6 +136,15 @@ def campaign_row_reauthorize(
     """ "Re-authorize now": the console user logs in himself, through the
     same flow as the org page's Re-authorize connection."""
     row = row_for_action(request, pk, row_pk)
+    # The same stop as the org page's Re-authorize connection: past four live
+    # tokens, nobody goes to Salesforce without the warning read first.
+    budget = token_budget_for(org=row.org, reauthorizing=True)
+    if budget and budget.warns and not request.POST.get(TOKEN_BUDGET_CONFIRMED):
+        messages.warning(
+            request,
+            f"{row.org.label}: {budget.warning} Choose “Re-authorize anyway” to go on.",
+        )
+        return back_to(request, row)
     try:
         change, auth = delegation.campaign_row_reauthorize_start(
             actor=Actor.from_request(request), row=row
