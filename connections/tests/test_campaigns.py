@@ -10,6 +10,7 @@ from unittest import mock
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from django.conf import settings
 from django.db import connection, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -17,7 +18,8 @@ from django.utils import timezone
 
 from companies.access import AccessProfile
 from companies.audit import Actor
-from companies.models import AuditEvent
+from companies.models import AuditEvent, ConsoleSession
+from companies.sessions import SessionStore
 from connections import tasks
 from connections.models import (
     Campaign,
@@ -666,3 +668,46 @@ def test_campaign_page_budgets_take_one_query_for_10_and_1000_rows(world):
         assert len(ledger) == 1
         counts.append(len(ctx.captured_queries))
     assert counts[0] == counts[1]
+
+
+def test_the_link_page_never_writes_the_token_into_its_html(world):
+    _, _, path = _linked_row(world)
+    token = path.split("/")[2]
+    browser = Client()
+    html = browser.get(path).content.decode()
+    assert "Log in with Salesforce" in html
+    assert token not in html
+    # The form posts to the page's own address (the address bar's token).
+    assert browser.post(path).status_code == 302
+
+
+def test_opening_links_stores_no_session_until_the_login_starts(world):
+    """Guessing (or merely opening) links writes nothing: no session row,
+    no cookie. Starting the login claims the link in a new session key."""
+    _, _, path = _linked_row(world)
+    browser = Client()
+    before = ConsoleSession.objects.count()
+    assert browser.get("/r/1:guess:sig/").status_code == 410
+    assert browser.post("/r/1:guess:sig/").status_code == 410
+    assert browser.get(path).status_code == 200
+    assert ConsoleSession.objects.count() == before
+    assert settings.SESSION_COOKIE_NAME not in browser.cookies
+    anonymous = SessionStore()
+    anonymous["seen"] = True
+    anonymous.save()
+    browser.cookies[settings.SESSION_COOKIE_NAME] = anonymous.session_key
+    assert browser.post(path).status_code == 302
+    assert browser.session.session_key != anonymous.session_key  # no fixation
+
+
+def test_a_planted_session_does_not_follow_the_retry(world):
+    _, row, path = _linked_row(world)
+    browser = Client()
+    browser.get(path)
+    state = parse_qs(urlsplit(browser.post(path)["Location"]).query)["state"][0]
+    browser.get("/oauth/callback/", {"state": state, "error": "access_denied"})
+    planted = browser.session.session_key  # say someone else knows this id
+    assert browser.post(f"/r/result/{row.pk}/retry/").status_code == 302
+    assert browser.session.session_key != planted
+    assert not ConsoleSession.objects.filter(session_key=planted).exists()
+    assert browser.get(f"/r/result/{row.pk}/").status_code == 200

@@ -25,9 +25,19 @@ SESSION_SECRET = "delegated_browser"
 
 
 def browser_secret(request: HttpRequest) -> str:
-    """This browser's random value; the row keeps only its hash."""
+    """This browser's random value ('' if none yet); the row keeps its hash."""
     secret = request.session.get(SESSION_SECRET)
-    if not isinstance(secret, str) or not secret:
+    return secret if isinstance(secret, str) else ""
+
+
+def browser_claim(request: HttpRequest) -> str:
+    """The secret a browser claims a link with, made when a login starts:
+    opening or guessing links stores no session. Each login start gives the
+    session a new key, so a session id planted in this browser beforehand
+    (fixation) does not follow the claim or the OAuth flow."""
+    request.session.cycle_key()
+    secret = browser_secret(request)
+    if not secret:
         secret = delegation.new_browser_secret()
         request.session[SESSION_SECRET] = secret
     return secret
@@ -66,18 +76,19 @@ def delegated_landing(request: HttpRequest, token: str) -> HttpResponse:
     address = client_ip(request)
     if not delegation.link_request_allowed(address=address):
         return plain(request, "connections/delegated_throttled.html", {}, status=429)
-    secret = browser_secret(request)
     try:
         if request.method == "GET":
             row = delegation.delegated_link_open(
-                token=token, address=address, browser_secret=secret
+                token=token, address=address, browser_secret=browser_secret(request)
             )
-            context = {"row": row, "token": token, **requirements()}
+            # The form posts to the page's own address: the token is in the
+            # address bar only, never in the HTML.
+            context = {"row": row, **requirements()}
             return plain(request, "connections/delegated_landing.html", context)
         row = delegation.link_row(token)
     except delegation.LinkInvalid:
         return invalid(request)
-    return login_redirect(request, row.pk, secret)
+    return login_redirect(request, row.pk, browser_claim(request))
 
 
 def login_redirect(request: HttpRequest, row_id: int, secret: str) -> HttpResponse:
@@ -151,4 +162,4 @@ def delegated_retry(request: HttpRequest, row_id: int) -> HttpResponse:
     row = claimed_row(request, row_id)
     if row is None or not delegation.delegated_row_retry_allowed(row):
         return invalid(request)
-    return login_redirect(request, row.pk, request.session[SESSION_SECRET])
+    return login_redirect(request, row.pk, browser_claim(request))
