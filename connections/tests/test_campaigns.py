@@ -681,33 +681,40 @@ def test_the_link_page_never_writes_the_token_into_its_html(world):
     assert browser.post(path).status_code == 302
 
 
-def test_opening_links_stores_no_session_until_the_login_starts(world):
-    """Guessing (or merely opening) links writes nothing: no session row,
-    no cookie. Starting the login claims the link in a new session key."""
-    _, _, path = _linked_row(world)
+def test_opening_links_stores_no_session_until_a_valid_one(world):
+    """Guessing links writes nothing: no session row, no cookie. A valid
+    link gives the browser its secret in a new session key, so a session id
+    planted beforehand (fixation) does not carry the claim."""
+    _, row, path = _linked_row(world)
     browser = Client()
     before = ConsoleSession.objects.count()
     assert browser.get("/r/1:guess:sig/").status_code == 410
     assert browser.post("/r/1:guess:sig/").status_code == 410
-    assert browser.get(path).status_code == 200
     assert ConsoleSession.objects.count() == before
     assert settings.SESSION_COOKIE_NAME not in browser.cookies
-    anonymous = SessionStore()
-    anonymous["seen"] = True
-    anonymous.save()
-    browser.cookies[settings.SESSION_COOKIE_NAME] = anonymous.session_key
+    planted = SessionStore()
+    planted["seen"] = True
+    planted.save()
+    browser.cookies[settings.SESSION_COOKIE_NAME] = planted.session_key
+    assert browser.get(path).status_code == 200
+    assert browser.session.session_key != planted.session_key
+    assert not ConsoleSession.objects.filter(session_key=planted.session_key).exists()
     assert browser.post(path).status_code == 302
-    assert browser.session.session_key != anonymous.session_key  # no fixation
+    claimed = CampaignOrg.objects.get(pk=row.pk).browser_binding
+    assert claimed == delegation.browser_binding(browser.session["delegated_browser"])
 
 
-def test_a_planted_session_does_not_follow_the_retry(world):
+def test_a_double_click_on_log_in_with_salesforce_keeps_the_browser(world):
     _, row, path = _linked_row(world)
     browser = Client()
     browser.get(path)
-    state = parse_qs(urlsplit(browser.post(path)["Location"]).query)["state"][0]
-    browser.get("/oauth/callback/", {"state": state, "error": "access_denied"})
-    planted = browser.session.session_key  # say someone else knows this id
-    assert browser.post(f"/r/result/{row.pk}/retry/").status_code == 302
-    assert browser.session.session_key != planted
-    assert not ConsoleSession.objects.filter(session_key=planted).exists()
-    assert browser.get(f"/r/result/{row.pk}/").status_code == 200
+    # The second click leaves before the first one's answer (and cookie).
+    cookie = browser.cookies[settings.SESSION_COOKIE_NAME].value
+    first = browser.post(path)
+    browser.cookies[settings.SESSION_COOKIE_NAME] = cookie
+    second = browser.post(path)
+    assert first.status_code == second.status_code == 302
+    assert second["Location"].startswith(world.acme_org.login_url)
+    changes = ConnectionChange.objects.filter(org=world.acme_org).order_by("pk")
+    assert [c.state for c in changes] == ["rolled_back", "active"]
+    assert CampaignOrg.objects.get(pk=row.pk).change == changes.last()

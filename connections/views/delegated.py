@@ -31,13 +31,15 @@ def browser_secret(request: HttpRequest) -> str:
 
 
 def browser_claim(request: HttpRequest) -> str:
-    """The secret a browser claims a link with, made when a login starts:
-    opening or guessing links stores no session. Each login start gives the
-    session a new key, so a session id planted in this browser beforehand
-    (fixation) does not follow the claim or the OAuth flow."""
-    request.session.cycle_key()
+    """This browser's secret, made the first time a valid link is opened
+    (opening invalid links or guessing stores no session). A new secret
+    comes with a new session key: a session id planted in this browser
+    beforehand (fixation) does not carry the claim. The key is not changed
+    again when the login starts, so a double click on "Log in with
+    Salesforce" keeps the same browser."""
     secret = browser_secret(request)
     if not secret:
+        request.session.cycle_key()
         secret = delegation.new_browser_secret()
         request.session[SESSION_SECRET] = secret
     return secret
@@ -84,6 +86,7 @@ def delegated_landing(request: HttpRequest, token: str) -> HttpResponse:
             # The form posts to the page's own address: the token is in the
             # address bar only, never in the HTML.
             context = {"row": row, **requirements()}
+            browser_claim(request)
             return plain(request, "connections/delegated_landing.html", context)
         row = delegation.link_row(token)
     except delegation.LinkInvalid:
@@ -162,4 +165,4 @@ def delegated_retry(request: HttpRequest, row_id: int) -> HttpResponse:
     row = claimed_row(request, row_id)
     if row is None or not delegation.delegated_row_retry_allowed(row):
         return invalid(request)
-    return login_redirect(request, row.pk, browser_claim(request))
+    return login_redirect(request, row.pk, browser_secret(request))
