@@ -718,3 +718,21 @@ def test_a_double_click_on_log_in_with_salesforce_keeps_the_browser(world):
     changes = ConnectionChange.objects.filter(org=world.acme_org).order_by("pk")
     assert [c.state for c in changes] == ["rolled_back", "active"]
     assert CampaignOrg.objects.get(pk=row.pk).change == changes.last()
+
+
+def test_copy_link_refused_in_the_page_reloads_it_with_the_reason(world):
+    """htmx would follow a redirect inside its request and put the whole
+    campaign page into the row: it is told to load the page instead."""
+    campaign, row, _ = _linked_row(world)
+    campaign_row_skip(actor=Actor(user=world.users["operator"]), row=row)
+    operator = world.client_for("operator")
+    response = operator.post(
+        f"/campaigns/{campaign.pk}/rows/{row.pk}/copy-link/",
+        {"page": "1"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert response.status_code == 200
+    assert response["HX-Redirect"] == f"/campaigns/{campaign.pk}/"
+    assert response.content == b""
+    page = operator.get(response["HX-Redirect"]).content.decode()
+    assert "acme-prod is already skipped in this campaign." in page

@@ -122,10 +122,15 @@ def page_number(request: HttpRequest) -> str:
 
 
 def back_to(request: HttpRequest, row: CampaignOrg) -> HttpResponse:
-    """Back to the campaign page the action came from."""
+    """Back to the campaign page the action came from. An htmx request
+    (Copy link) is told to load it as a page: a redirect would be followed
+    inside the XHR and the whole page swapped into the row."""
     url = reverse("campaigns:detail", kwargs={"pk": row.campaign_id})
     number = page_number(request)
-    return redirect(url if number == "1" else f"{url}?page={number}")
+    url = url if number == "1" else f"{url}?page={number}"
+    if request.headers.get("HX-Request"):
+        return HttpResponse(headers={"HX-Redirect": url})
+    return redirect(url)
 
 
 @require_POST
