@@ -2,7 +2,8 @@
 simulator and a real worker (SPEC §9): the console already holds four live
 tokens for the org's Salesforce user and app, so the row warns before
 "Re-authorize now" sends anyone to Salesforce; the button stops on the page
-until "Re-authorize anyway" is chosen; the link's page shows nothing of it."""
+until "Re-authorize anyway" is chosen; the link's page shows nothing of it.
+The demo's sent mail stays open while the page polls."""
 
 from __future__ import annotations
 
@@ -64,6 +65,18 @@ def test_a_campaign_row_warns_before_the_fifth_approval(browser, page, stack):
     expect(person.get_by_text("live tokens")).to_have_count(0)
     expect(person.get_by_text(username)).to_have_count(0)
     context.close()
+
+    # The demo's sent mail, opened, stays open while the page polls.
+    row.get_by_label("Email address").fill("it@cbudget.example")
+    row.get_by_role("button", name="Send link").click()
+    mail = row.locator("details")
+    expect(mail).to_be_visible(timeout=20_000)
+    mail.locator("summary").click()
+    for _ in range(2):
+        with page.expect_response(lambda r: "/live/" in r.url):
+            pass
+    expect(mail).to_have_attribute("open", "")
+    expect(mail.locator("pre")).to_contain_text("it@cbudget.example")
 
     # "Re-authorize now" stops on the page with the warning; nothing started.
     now.click()
