@@ -133,6 +133,9 @@ def connection_change_apply(
         )
     if permission_check is not None and permission_check.org_id is None:
         PermissionCheck.objects.filter(pk=permission_check.pk).update(org=org)
+    # The org runs as the new user now: its rows in open campaigns (SPEC §9)
+    # need nobody any more, and their links stop working.
+    campaign_rows_change_finished(change=change)
     return org
 
 

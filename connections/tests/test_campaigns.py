@@ -20,7 +20,7 @@ from companies.access import AccessProfile
 from companies.audit import Actor
 from companies.models import AuditEvent, ConsoleSession
 from companies.sessions import SessionStore
-from connections import tasks
+from connections import services, tasks
 from connections.models import (
     Campaign,
     CampaignOrg,
@@ -736,3 +736,29 @@ def test_copy_link_refused_in_the_page_reloads_it_with_the_reason(world):
     assert response.content == b""
     page = operator.get(response["HX-Redirect"]).content.decode()
     assert "acme-prod is already skipped in this campaign." in page
+
+
+def test_edit_connection_finished_connects_the_orgs_unfinished_rows(world):
+    """Finish of Edit Connection gives the org a new app and user: its row
+    in an open campaign needs nobody any more, and its link stops working."""
+    campaign, row, path = _linked_row(world)
+    admin = Actor(user=world.users["administrator"])
+    change = services.connection_change_start(
+        actor=admin,
+        org=world.acme_org,
+        consumer_key="3MVG9" + "k" * 80,
+        consumer_secret="a-secret-value",
+    )
+    change.set_secret("new_refresh_token", "edited-token")
+    change.new_username, change.new_user_id = "edit@acme.example", BUDGET_USER
+    change.state = ConnectionChange.State.AUTHORIZED
+    change.save()
+
+    services.connection_change_apply(actor=admin, change=change, company=world.acme)
+
+    row = CampaignOrg.objects.get(pk=row.pk)
+    assert row.state == "connected"
+    assert row.connected_as_username == "edit@acme.example"
+    assert row.change == change and row.link_nonce == ""
+    assert Client().get(path).status_code == 410
+    assert not Campaign.objects.get(pk=campaign.pk).is_closed  # globex's row waits
