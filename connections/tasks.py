@@ -132,6 +132,11 @@ def bulk_action_fan_out(*, bulk_action_id: int) -> None:
     bulk.bulk_action_fan_out(bulk_action_id=bulk_action_id)
 
 
+@shared_task(ignore_result=True)
+def resume_bulk_actions() -> None:
+    bulk.bulk_actions_resume()
+
+
 @shared_task(bind=True, ignore_result=True, acks_late=True, max_retries=3)
 def bulk_action_chunk(self, *, bulk_action_id: int, chunk: int, chunks: int) -> None:
     outcome = bulk.bulk_action_chunk_run(

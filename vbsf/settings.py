@@ -374,6 +374,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "connections.tasks.resume_connection_changes",
         "schedule": envint("RESUME_CHANGES_SECONDS", 30),
     },
+    # Bulk actions whose tasks were lost go on where they stopped.
+    "resume-bulk-actions": {
+        "task": "connections.tasks.resume_bulk_actions",
+        "schedule": 120,
+    },
     "resume-url-verifications": {
         "task": "orgs.tasks.resume_url_verifications",
         "schedule": 120,

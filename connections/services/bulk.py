@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.cache import cache
@@ -357,6 +358,7 @@ def bulk_action_progress_update(*, bulk_action_id: int) -> BulkAction:
     )
     # Orgs deleted meanwhile need nothing more: they count as done.
     finished = action.total - counts["pending"]
+    cache.set(PROGRESS_AT.format(action.pk), time.time(), STALLED_AFTER_SECONDS * 2)
     rows = BulkAction.objects.filter(pk=action.pk)
     # Two chunks may count at once: the larger count wins, so the line
     # never goes back.
@@ -365,6 +367,43 @@ def bulk_action_progress_update(*, bulk_action_id: int) -> BulkAction:
         rows.filter(finished_at__isnull=True).update(finished_at=timezone.now())
     action.refresh_from_db()
     return action
+
+
+# --- beat's safety net -----------------------------------------------------------
+
+# When each action last counted its progress (in the shared cache).
+PROGRESS_AT = "vbsf:bulk-progress-at:{}"
+# A running chunk counts at least once a second, or hands over to a fresh
+# task within CHUNK_BUDGET_SECONDS; silence this long means its tasks were
+# lost (a broker outage before the fan-out was sent, a purged queue).
+STALLED_AFTER_SECONDS = 300
+RESUME_WITHIN = timedelta(days=1)
+
+
+def bulk_actions_resume() -> list[int]:
+    """Beat: send the fan-out again for unfinished actions that stopped
+    counting; their chunks skip the orgs already done. Returns their IDs."""
+    now = timezone.now()
+    quiet_since = now - timedelta(seconds=STALLED_AFTER_SECONDS)
+    resumed = []
+    candidates = (
+        BulkAction.objects.filter(
+            finished_at__isnull=True,
+            created_at__gte=now - RESUME_WITHIN,
+            created_at__lte=quiet_since,
+        )
+        .exclude(kind=Kind.CAMPAIGN)
+        .values_list("pk", flat=True)
+    )
+    for pk in candidates:
+        last = cache.get(PROGRESS_AT.format(pk))
+        if last is not None and last > quiet_since.timestamp():
+            continue
+        if bulk_action_progress_update(bulk_action_id=pk).is_finished:
+            continue
+        enqueue_now("connections.tasks.bulk_action_fan_out", bulk_action_id=pk)
+        resumed.append(pk)
+    return resumed
 
 
 # --- words --------------------------------------------------------------------

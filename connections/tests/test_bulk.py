@@ -470,3 +470,27 @@ def test_a_filter_matching_nothing_says_so(world):
     )
     assert response.redirect_chain[-1][0] == "/orgs/?q=no-such-org"
     assert not BulkAction.objects.exists()
+
+
+def test_beat_resumes_an_action_that_stopped_counting_and_only_that(world):
+    from datetime import timedelta
+
+    from django.core.cache import cache
+
+    ids = _fleet(world.acme, 2)
+    user = world.users["operator"]
+    lost = _action(user, "check_now", ids)
+    running = _action(user, "check_now", ids)
+    fresh = _action(user, "check_now", ids)
+    long_ago = timezone.now() - timedelta(minutes=10)
+    BulkAction.objects.filter(pk__in=[lost.pk, running.pk]).update(created_at=long_ago)
+    cache.set(bulk.PROGRESS_AT.format(running.pk), timezone.now().timestamp())
+    with mock.patch("connections.services.bulk.enqueue_now") as enqueue:
+        assert bulk.bulk_actions_resume() == [lost.pk]
+    enqueue.assert_called_once_with(
+        "connections.tasks.bulk_action_fan_out", bulk_action_id=lost.pk
+    )
+    # Counting just now, it is not resent at the next beat.
+    with mock.patch("connections.services.bulk.enqueue_now") as enqueue:
+        assert bulk.bulk_actions_resume() == []
+    assert fresh.pk not in [c.kwargs["bulk_action_id"] for c in enqueue.mock_calls]
