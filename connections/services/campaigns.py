@@ -27,6 +27,7 @@ from companies.audit import Actor, audit_record
 from orgs.models import SalesforceOrg
 
 from ..models import Campaign, CampaignOrg, ConnectionChange
+from .revocation import change_token_abandon
 
 DEFAULT_DEADLINE = timedelta(days=7)
 MAX_DEADLINE = timedelta(days=90)
@@ -187,6 +188,28 @@ def campaign_row_locked(row_id: int) -> CampaignOrg:
     )
 
 
+def campaign_row_login_abandon(row: CampaignOrg) -> None:
+    """The row's link is revoked (skipped, expired, issued anew) while its
+    person may still be at Salesforce: the login the link started ends, so
+    the code that comes back is refused and nothing reaches the org, and a
+    token it already got is revoked. A login the console user started
+    ("Re-authorize now" binds no browser) goes on."""
+    if row.change_id is None or not row.browser_binding:
+        return
+    change = (
+        ConnectionChange.objects.select_for_update()
+        .filter(pk=row.change_id, state__in=ConnectionChange.OPEN_STATES)
+        .first()
+    )
+    if change is None:
+        return
+    change.state = ConnectionChange.State.ROLLED_BACK
+    change.finished_at = timezone.now()
+    change.code_encrypted = change.code_verifier_encrypted = ""
+    change.save()
+    change_token_abandon(change=change)
+
+
 def campaign_row_check_open(row: CampaignOrg) -> None:
     """Actions need an unfinished row of an open campaign before its deadline."""
     if row.campaign.is_closed:
@@ -208,6 +231,7 @@ def campaign_row_skip(*, actor: Actor, row: CampaignOrg) -> CampaignOrg:
     if row.state == CampaignOrg.State.SKIPPED:
         return row
     campaign_row_check_open(row)
+    campaign_row_login_abandon(row)
     campaign_row_event(
         row,
         f"Skipped by {actor.username}",
@@ -325,9 +349,14 @@ def campaigns_expire() -> int:
     for campaign in Campaign.objects.filter(closed_at__isnull=True).order_by("pk"):
         with transaction.atomic():
             if campaign.deadline <= now:
-                expired_rows = CampaignOrg.objects.filter(
+                unfinished = CampaignOrg.objects.filter(
                     campaign=campaign, state__in=UNFINISHED_STATES
-                ).update(
+                )
+                for row in unfinished.exclude(browser_binding="").exclude(
+                    change__isnull=True
+                ):
+                    campaign_row_login_abandon(row)
+                expired_rows = unfinished.update(
                     state=CampaignOrg.State.EXPIRED,
                     link_nonce="",
                     browser_binding="",

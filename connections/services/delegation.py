@@ -45,6 +45,7 @@ from .campaigns import (
     campaign_row_check_open,
     campaign_row_event,
     campaign_row_locked,
+    campaign_row_login_abandon,
 )
 from .changes import ChangeError
 from .reauthorization import reauthorization_start
@@ -142,6 +143,11 @@ def link_issue(row: CampaignOrg, actor: Actor) -> None:
     failed and the link goes to someone else now): then the earlier link is
     revoked and the new one works in any browser, once."""
     if not row.link_nonce or row.browser_binding:
+        campaign_row_login_abandon(row)
+        if row.browser_binding:
+            # The abandoned login's outcome (say a declined callback) no
+            # longer speaks for the row.
+            row.change = None
         row.link_nonce = secrets.token_hex(16)
         row.browser_binding = ""
     row.link_created_by = (

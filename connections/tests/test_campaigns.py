@@ -762,3 +762,75 @@ def test_edit_connection_finished_connects_the_orgs_unfinished_rows(world):
     assert row.change == change and row.link_nonce == ""
     assert Client().get(path).status_code == 410
     assert not Campaign.objects.get(pk=campaign.pk).is_closed  # globex's row waits
+
+
+def _revoke(case, world, campaign, row):
+    operator = Actor(user=world.users["operator"])
+    if case == "skip":
+        campaign_row_skip(actor=operator, row=row)
+    elif case == "expire":
+        Campaign.objects.filter(pk=campaign.pk).update(
+            deadline=timezone.now() - timedelta(seconds=1)
+        )
+        campaigns_expire()
+    else:  # a new link for the row goes to someone else
+        delegation.campaign_row_link_copy(actor=operator, row=row)
+
+
+@pytest.mark.parametrize("case", ["skip", "expire", "new_link"])
+def test_a_link_revoked_while_its_person_is_at_salesforce_changes_nothing(world, case):
+    """The login the link started ends with the link: the code that comes
+    back is refused, and nothing reaches the org."""
+    campaign, row, path = _linked_row(world)
+    browser = Client()
+    browser.get(path)
+    state = parse_qs(urlsplit(browser.post(path)["Location"]).query)["state"][0]
+    _revoke(case, world, campaign, row)
+    change = ConnectionChange.objects.get(org=world.acme_org)
+    assert change.state == "rolled_back"
+    browser.get("/oauth/callback/", {"state": state, "code": "aPrx.code"})
+    change.refresh_from_db()
+    assert change.state == "rolled_back" and change.code_encrypted == ""
+
+
+@pytest.mark.parametrize("case", ["skip", "expire", "new_link"])
+def test_a_link_revoked_after_the_exchange_keeps_the_org_and_revokes_the_token(
+    world, case
+):
+    campaign, row, path = _linked_row(world)
+    browser = Client()
+    browser.get(path)
+    browser.post(path)
+    change = CampaignOrg.objects.get(pk=row.pk).change
+    change.set_secret("new_refresh_token", "delegated-token")
+    change.new_username, change.new_user_id = "someone@acme.example", BUDGET_USER
+    change.state = ConnectionChange.State.AUTHORIZED
+    change.save()
+    before = SalesforceOrg.objects.get(pk=world.acme_org.pk).refresh_token_fingerprint
+    _revoke(case, world, campaign, row)
+    assert services.reauthorization_apply(change_id=change.pk) == "skipped"
+    org = SalesforceOrg.objects.get(pk=world.acme_org.pk)
+    assert org.refresh_token_fingerprint == before
+    assert org.connected_as_username != "someone@acme.example"
+    change.refresh_from_db()
+    assert change.state == "rolled_back" and not change.has_new_token
+
+
+def test_skipping_a_row_the_console_user_is_re_authorizing_leaves_his_login(world):
+    campaign = _campaign(world)
+    row = campaign.rows.get(org=world.acme_org)
+    operator = world.client_for("operator")
+    operator.post(f"/campaigns/{campaign.pk}/rows/{row.pk}/reauthorize/")
+    campaign_row_skip(actor=Actor(user=world.users["operator"]), row=row)
+    assert CampaignOrg.objects.get(pk=row.pk).change.state == "active"
+
+
+def test_a_declined_login_of_a_revoked_link_does_not_fail_the_new_one(world):
+    campaign, row, path = _linked_row(world)
+    browser = Client()
+    browser.get(path)
+    state = parse_qs(urlsplit(browser.post(path)["Location"]).query)["state"][0]
+    _revoke("new_link", world, campaign, row)
+    browser.get("/oauth/callback/", {"state": state, "error": "access_denied"})
+    fresh = CampaignOrg.objects.get(pk=row.pk)
+    assert fresh.state == "opened" and fresh.change is None
