@@ -226,6 +226,15 @@ def _linked_row(world):
     return campaign, row, _copy_link(world.client_for("operator"), campaign, row)
 
 
+def _at_salesforce(path: str) -> tuple[Client, str]:
+    """A fresh browser opens the link and presses Log in with Salesforce;
+    returns it and the OAuth state it is at Salesforce with."""
+    browser = Client()
+    browser.get(path)
+    location = browser.post(path)["Location"]
+    return browser, parse_qs(urlsplit(location).query)["state"][0]
+
+
 def _finish(row, username="admin@acme.example"):
     change = ConnectionChange.objects.create(
         kind=ConnectionChange.Kind.REAUTHORIZE,
@@ -310,9 +319,7 @@ def test_log_in_with_salesforce_claims_the_link_for_one_browser(world):
 
 def test_a_declined_login_fails_the_row_and_may_be_retried_in_the_same_browser(world):
     _, row, path = _linked_row(world)
-    browser = Client()
-    browser.get(path)
-    state = parse_qs(urlsplit(browser.post(path)["Location"]).query)["state"][0]
+    browser, state = _at_salesforce(path)
     response = browser.get(
         "/oauth/callback/", {"state": state, "error": "access_denied"}
     )
@@ -564,9 +571,7 @@ def test_two_links_finishing_at_once_close_the_campaign(world, monkeypatch):
 
 def test_a_new_link_for_a_claimed_row_revokes_the_earlier_one(world):
     campaign, row, path = _linked_row(world)
-    first = Client()
-    first.get(path)
-    state = parse_qs(urlsplit(first.post(path)["Location"]).query)["state"][0]
+    first, state = _at_salesforce(path)
     first.get("/oauth/callback/", {"state": state, "error": "access_denied"})
     assert CampaignOrg.objects.get(pk=row.pk).state == "failed"
     again = _copy_link(world.client_for("operator"), campaign, row)
@@ -782,9 +787,7 @@ def test_a_link_revoked_while_its_person_is_at_salesforce_changes_nothing(world,
     """The login the link started ends with the link: the code that comes
     back is refused, and nothing reaches the org."""
     campaign, row, path = _linked_row(world)
-    browser = Client()
-    browser.get(path)
-    state = parse_qs(urlsplit(browser.post(path)["Location"]).query)["state"][0]
+    browser, state = _at_salesforce(path)
     _revoke(case, world, campaign, row)
     change = ConnectionChange.objects.get(org=world.acme_org)
     assert change.state == "rolled_back"
@@ -827,9 +830,7 @@ def test_skipping_a_row_the_console_user_is_re_authorizing_leaves_his_login(worl
 
 def test_a_declined_login_of_a_revoked_link_does_not_fail_the_new_one(world):
     campaign, row, path = _linked_row(world)
-    browser = Client()
-    browser.get(path)
-    state = parse_qs(urlsplit(browser.post(path)["Location"]).query)["state"][0]
+    browser, state = _at_salesforce(path)
     _revoke("new_link", world, campaign, row)
     browser.get("/oauth/callback/", {"state": state, "error": "access_denied"})
     fresh = CampaignOrg.objects.get(pk=row.pk)

@@ -24,7 +24,8 @@ from tests.integration.test_token_budget import setup_org
 
 from .conftest import sign_in
 from .test_accessibility import violations
-from .test_campaigns import row_of, salesforce_login
+from .test_campaigns import row_of
+from .test_token_budget_guard import approve_at_salesforce
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -88,7 +89,7 @@ def test_a_campaign_row_warns_before_the_fifth_approval(browser, page, stack):
 
     # Read and confirmed: to Salesforce, and back to a connected row.
     row.get_by_role("button", name="Re-authorize anyway").click()
-    salesforce_login(page, username)
+    approve_at_salesforce(page, username)
     expect(page).to_have_url(re.compile(rf"/campaigns/{campaign.pk}/$"))
     expect(page.locator("[data-count=connected]")).to_have_text("1", timeout=30_000)
     expect(row).to_contain_text(f"Connected as {username}")

@@ -25,20 +25,12 @@ from tests.integration.test_delegated_links import failed_org, mailed_link
 
 from .conftest import sign_in
 from .test_accessibility import violations
+from .test_token_budget_guard import approve_at_salesforce as salesforce_login
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 INVALID = "This link is no longer valid; ask your administrator for a new one"
 QUIET = 50  # failed orgs without a simulator org: the filter spans two pages
-
-
-def salesforce_login(page, username: str) -> None:
-    expect(page).to_have_title(re.compile("Login"))
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill("sf-password")
-    page.get_by_role("button", name="Log In").click()
-    if page.get_by_role("button", name="Allow").count():
-        page.get_by_role("button", name="Allow").click()
 
 
 def fleet(stack, company) -> list[SalesforceOrg]:

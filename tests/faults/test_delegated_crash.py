@@ -19,8 +19,7 @@ from connections.services.campaigns import campaign_create
 from orgs.models import SalesforceOrg
 from tests.factories import CompanyFactory, UserFactory
 from tests.faults.flows import TOKEN_PATH, fault, kill_mid_call, resume_later
-from tests.integration.test_delegated_links import failed_org
-from tests.live import wait_for
+from tests.integration.test_delegated_links import failed_org, retry_until_connected
 from tests.simclient import salesforce_login
 
 pytestmark = pytest.mark.integration
@@ -66,15 +65,7 @@ def test_killed_mid_exchange_the_row_stays_retryable(fault_stack):
     assert "interrupted" in page and "Log in with Salesforce" in page
     assert Client().get(link).status_code == 410
 
-    retry = browser.post(f"/r/result/{row.pk}/retry/")
-    callback = urlsplit(
-        salesforce_login(retry["Location"], "admin@crash-link.example", "sf-password")
-    )
-    browser.get(f"{callback.path}?{callback.query}")
-    connected = wait_for(
-        lambda: (r := CampaignOrg.objects.get(pk=row.pk)).state == "connected" and r
-    )
-    assert connected.connected_as_username == "admin@crash-link.example"
+    retry_until_connected(browser, row, "admin@crash-link.example")
     fresh = SalesforceOrg.objects.get(pk=org.pk)
     assert fresh.refresh_token_fingerprint != before
     assert sim.token_active(fresh.get_refresh_token())

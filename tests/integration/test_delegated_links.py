@@ -90,6 +90,19 @@ def log_in_through(link: str, browser: Client, username: str) -> str:
     return back["Location"]
 
 
+def retry_until_connected(browser: Client, row: CampaignOrg, username: str) -> None:
+    """The person's "Log in with Salesforce" on the result page after a
+    failure, as ``username``, until the row is connected as that user."""
+    retry = browser.post(f"/r/result/{row.pk}/retry/")
+    assert retry.status_code == 302
+    callback = urlsplit(salesforce_login(retry["Location"], username, "sf-password"))
+    browser.get(f"{callback.path}?{callback.query}")
+    connected = wait_for(
+        lambda: (r := CampaignOrg.objects.get(pk=row.pk)).state == "connected" and r
+    )
+    assert connected.connected_as_username == username
+
+
 def test_links_mailed_to_two_admins_connect_their_orgs_concurrently(stack):
     company = CompanyFactory(name="Initech")
     first = failed_org(stack, "initech-a", company)
@@ -187,15 +200,7 @@ def test_a_login_to_the_wrong_org_fails_the_row_and_the_same_browser_retries(sta
     # Another browser cannot take over the claimed link.
     assert Client().get(link).status_code == 410
     # The same browser logs in again, to the right org this time.
-    retry = browser.post(f"/r/result/{row.pk}/retry/")
-    callback = urlsplit(
-        salesforce_login(retry["Location"], "admin@hooli.example", "sf-password")
-    )
-    browser.get(f"{callback.path}?{callback.query}")
-    connected = wait_for(
-        lambda: (r := CampaignOrg.objects.get(pk=row.pk)).state == "connected" and r
-    )
-    assert connected.connected_as_username == "admin@hooli.example"
+    retry_until_connected(browser, row, "admin@hooli.example")
     fresh = SalesforceOrg.objects.get(pk=org.pk)
     assert fresh.refresh_token_fingerprint != token_before
 
