@@ -10,16 +10,16 @@ from urllib.parse import urlsplit
 import pytest
 from django.test import Client
 
-from companies.access import AccessProfile
-from companies.audit import Actor
 from companies.models import RoleGrant
 from connections.models import CampaignOrg
-from connections.services import delegation
-from connections.services.campaigns import campaign_create
 from orgs.models import SalesforceOrg
 from tests.factories import CompanyFactory, UserFactory
 from tests.faults.flows import TOKEN_PATH, fault, kill_mid_call, resume_later
-from tests.integration.test_delegated_links import failed_org, retry_until_connected
+from tests.integration.test_delegated_links import (
+    copied_link,
+    failed_org,
+    retry_until_connected,
+)
 from tests.simclient import salesforce_login
 
 pytestmark = pytest.mark.integration
@@ -31,13 +31,7 @@ def test_killed_mid_exchange_the_row_stays_retryable(fault_stack):
     org = failed_org(fault_stack, "crash-link", company)
     user = UserFactory(username="olga-crash")
     RoleGrant.objects.create(user=user, role="operator", company=company)
-    campaign, _ = campaign_create(
-        actor=Actor(user=user), access=AccessProfile(user), org_ids=[org.pk]
-    )
-    row = campaign.rows.get()
-    link = urlsplit(
-        delegation.campaign_row_link_copy(actor=Actor(user=user), row=row)
-    ).path
+    row, link = copied_link(user, org)
     before = SalesforceOrg.objects.get(pk=org.pk).refresh_token_fingerprint
 
     browser = Client()

@@ -90,6 +90,17 @@ def log_in_through(link: str, browser: Client, username: str) -> str:
     return back["Location"]
 
 
+def copied_link(user, org) -> tuple[CampaignOrg, str]:
+    """A campaign of one org started by ``user``, and its row's copied link
+    (the path)."""
+    campaign, _ = campaign_create(
+        actor=Actor(user=user), access=AccessProfile(user), org_ids=[org.pk]
+    )
+    row = campaign.rows.get()
+    url = delegation.campaign_row_link_copy(actor=Actor(user=user), row=row)
+    return row, urlsplit(url).path
+
+
 def retry_until_connected(browser: Client, row: CampaignOrg, username: str) -> None:
     """The person's "Log in with Salesforce" on the result page after a
     failure, as ``username``, until the row is connected as that user."""
@@ -214,13 +225,7 @@ def test_a_salesforce_user_missing_permissions_is_told_how_to_fix_it(stack):
         permissions=[p for p in ALL_PERMISSIONS if p != "PermissionsViewAllData"],
     )
     user, _ = operator_of(company)
-    campaign, _ = campaign_create(
-        actor=Actor(user=user), access=AccessProfile(user), org_ids=[org.pk]
-    )
-    row = campaign.rows.get()
-    link = urlsplit(
-        delegation.campaign_row_link_copy(actor=Actor(user=user), row=row)
-    ).path
+    row, link = copied_link(user, org)
     browser = Client()
     result = log_in_through(link, browser, "partial@vandelay.example")
     wait_for(lambda: CampaignOrg.objects.get(pk=row.pk).state == "connected")
