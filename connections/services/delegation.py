@@ -146,8 +146,9 @@ def link_issue(row: CampaignOrg, actor: Actor) -> None:
         campaign_row_login_abandon(row)
         if row.browser_binding:
             # The abandoned login's outcome (say a declined callback) no
-            # longer speaks for the row.
+            # longer speaks for the row; the new link's opening is its own.
             row.change = None
+            row.link_opened_at = None
         row.link_nonce = secrets.token_hex(16)
         row.browser_binding = ""
     row.link_created_by = (

@@ -835,3 +835,12 @@ def test_a_declined_login_of_a_revoked_link_does_not_fail_the_new_one(world):
     browser.get("/oauth/callback/", {"state": state, "error": "access_denied"})
     fresh = CampaignOrg.objects.get(pk=row.pk)
     assert fresh.state == "opened" and fresh.change is None
+
+
+def test_a_link_issued_anew_records_its_own_opening(world):
+    campaign, row, path = _linked_row(world)
+    _at_salesforce(path)  # a first browser claims it
+    again = _copy_link(world.client_for("operator"), campaign, row)
+    assert Client(REMOTE_ADDR="203.0.113.9").get(again).status_code == 200
+    opened = AuditEvent.objects.filter(action="campaign.link_open").order_by("pk")
+    assert [e.after["address"] for e in opened] == ["127.0.0.1", "203.0.113.9"]
