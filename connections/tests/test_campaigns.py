@@ -844,3 +844,13 @@ def test_a_link_issued_anew_records_its_own_opening(world):
     assert Client(REMOTE_ADDR="203.0.113.9").get(again).status_code == 200
     opened = AuditEvent.objects.filter(action="campaign.link_open").order_by("pk")
     assert [e.after["address"] for e in opened] == ["127.0.0.1", "203.0.113.9"]
+
+
+def test_retries_are_throttled_with_the_link_requests(world):
+    _, row, path = _linked_row(world)
+    browser, state = _at_salesforce(path)  # two requests of the 30
+    browser.get("/oauth/callback/", {"state": state, "error": "access_denied"})
+    retry = f"/r/result/{row.pk}/retry/"
+    codes = [browser.post(retry).status_code for _ in range(29)]
+    assert codes[:28] == [302] * 28 and codes[28] == 429
+    assert ConnectionChange.objects.filter(org=world.acme_org).count() == 29

@@ -161,7 +161,10 @@ def delegated_result(request: HttpRequest, row_id: int) -> HttpResponse:
 @login_not_required
 @require_POST
 def delegated_retry(request: HttpRequest, row_id: int) -> HttpResponse:
-    """Log in again after a failure (wrong org, declined), same browser."""
+    """Log in again after a failure (wrong org, declined), same browser.
+    Counted with the link's requests: each retry starts a login."""
+    if not delegation.link_request_allowed(address=client_ip(request)):
+        return plain(request, "connections/delegated_throttled.html", {}, status=429)
     row = claimed_row(request, row_id)
     if row is None or not delegation.delegated_row_retry_allowed(row):
         return invalid(request)
