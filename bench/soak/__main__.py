@@ -490,6 +490,7 @@ def _verify(args: argparse.Namespace, **run: Any) -> int:
                 "passed": c.passed,
                 "detail": c.detail,
                 "problems": c.problems[:20],
+                "notes": c.notes[:20],
             }
             for c in results
         ],
@@ -527,6 +528,8 @@ def _print(report: dict[str, Any]) -> None:
     for c in report["checks"]:
         for problem in c["problems"]:
             say(f"  {c['name']}: {problem}")
+        for note in c.get("notes", []):
+            say(f"  note, {c['name']}: {note}")
     passed = sum(1 for c in report["checks"] if c["passed"])
     say(
         f"\nsoak: {passed} of {len(report['checks'])} checks passed; "

@@ -43,6 +43,8 @@ class Check:
     passed: bool
     detail: str = ""
     problems: list[str] = field(default_factory=list)
+    # Worth knowing, not a failure of the rule.
+    notes: list[str] = field(default_factory=list)
 
 
 def journal(path: Path) -> list[dict[str, Any]]:
@@ -209,10 +211,28 @@ def audit_once() -> Check:
             problems.append(
                 f"org {key[0]} {key[1]}: {found[key]} events for {expected[key]}"
             )
+    # Each staged Edit Connection was started once; a delegated link was
+    # used at most once.
+    starts = Counter(
+        event.after.get("change")
+        for event in AuditEvent.objects.filter(action="connection_change.start")
+    )
+    edits = ConnectionChange.objects.filter(kind=ConnectionChange.Kind.EDIT)
+    for pk in edits.values_list("pk", flat=True):
+        if starts[pk] != 1:
+            problems.append(f"change {pk}: {starts[pk]} start events")
+    used = Counter(
+        event.after.get("row")
+        for event in AuditEvent.objects.filter(action="campaign.link_used")
+    )
+    problems += [
+        f"campaign row {r}: {n} link_used events" for r, n in used.items() if n > 1
+    ]
     return Check(
         "every audit event present once",
         not problems,
-        f"{sum(found.values())} events for {sum(expected.values())} changes",
+        f"{sum(found.values())} events for {sum(expected.values())} changes; "
+        f"{edits.count()} changes started, {sum(used.values())} links used",
         problems,
     )
 
@@ -225,7 +245,8 @@ def tokens_held(sim: Sim) -> Check:
     """No org left with a live token the console does not hold: per org, the
     simulator's live refresh tokens are the org's own plus those of open
     changes, and the org's own is live."""
-    problems = []
+    problems: list[str] = []
+    notes: list[str] = []
     apps_by_org: dict[str, list[str]] = {}
     for app in sim.get("/apps")["apps"]:
         apps_by_org.setdefault(app["org_id"], []).append(app["consumer_key"])
@@ -245,8 +266,12 @@ def tokens_held(sim: Sim) -> Check:
             for key in apps_by_org.get(org.org_id[:15], [])
             + apps_by_org.get(org.org_id, [])
         )
-        if live != held:
+        if live > held:
             problems.append(f"org {org.pk}: {live} live tokens, console holds {held}")
+        elif live < held:
+            # The console still owes a revoke of a token Salesforce no longer
+            # honours: nothing is exposed, the ledger is behind.
+            notes.append(f"org {org.pk}: console holds {held}, {live} live")
         revoked = org.has_refresh_token and not sim.token_active(
             org.get_refresh_token()
         )
@@ -258,6 +283,7 @@ def tokens_held(sim: Sim) -> Check:
         f"{SalesforceOrg.objects.count()} orgs compared with the simulator, "
         f"{owed_revokes().count()} revokes still owed",
         problems,
+        notes,
     )
 
 
