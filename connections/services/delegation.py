@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+from datetime import timedelta
 
 from django.conf import settings
 from django.core import signing
@@ -57,6 +58,8 @@ LINK_SALT = "vbsf.campaign-link"
 # for a person, far too few to guess a signed token.
 LINK_REQUESTS_PER_ADDRESS = 30
 LINK_REQUESTS_WINDOW_SECONDS = 60
+# "Send link" again to the same address sooner than this is a double click.
+RESEND_AFTER = timedelta(seconds=30)
 # Mail backends that deliver nothing: the demo shows their mail on the page.
 LOCAL_MAIL_BACKENDS = (
     "django.core.mail.backends.console.EmailBackend",
@@ -183,11 +186,21 @@ def campaign_row_link_copy(*, actor: Actor, row: CampaignOrg) -> str:
 def campaign_row_link_send(
     *, actor: Actor, row: CampaignOrg, email: str
 ) -> CampaignOrg:
-    """ "Send link": remember the address and mail the link (a task)."""
+    """ "Send link": remember the address and mail the link (a task). The
+    same link sent to the same address a moment ago (a double click) is not
+    sent twice."""
     row = campaign_row_locked(row.pk)
     campaign_row_check_open(row)
-    link_issue(row, actor)
     now = timezone.now()
+    if (
+        row.email == email
+        and row.link_nonce
+        and not row.browser_binding
+        and row.link_sent_at
+        and now - row.link_sent_at < RESEND_AFTER
+    ):
+        return row
+    link_issue(row, actor)
     new_state = (
         CampaignOrg.State.LINK_SENT
         if row.state in (CampaignOrg.State.PENDING, CampaignOrg.State.LINK_SENT)

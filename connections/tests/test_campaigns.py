@@ -854,3 +854,32 @@ def test_retries_are_throttled_with_the_link_requests(world):
     codes = [browser.post(retry).status_code for _ in range(29)]
     assert codes[:28] == [302] * 28 and codes[28] == 429
     assert ConnectionChange.objects.filter(org=world.acme_org).count() == 29
+
+
+def test_a_double_click_on_send_link_mails_once(
+    world, django_capture_on_commit_callbacks
+):
+    campaign = _campaign(world)
+    row = campaign.rows.get(org=world.acme_org)
+    operator = world.client_for("operator")
+    url = f"/campaigns/{campaign.pk}/rows/{row.pk}/send-link/"
+    with (
+        mock.patch.object(tasks.send_campaign_link, "apply_async") as apply_async,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        for _ in range(2):
+            response = operator.post(url, {f"row{row.pk}-email": "sf@acme.example"})
+            assert response.status_code == 302
+    apply_async.assert_called_once()
+    assert AuditEvent.objects.filter(action="campaign.link_send").count() == 1
+    # Another address, or the same one a minute later, is sent again.
+    with (
+        mock.patch.object(tasks.send_campaign_link, "apply_async") as apply_async,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        operator.post(url, {f"row{row.pk}-email": "other@acme.example"})
+        CampaignOrg.objects.filter(pk=row.pk).update(
+            link_sent_at=timezone.now() - timedelta(minutes=1)
+        )
+        operator.post(url, {f"row{row.pk}-email": "other@acme.example"})
+    assert apply_async.call_count == 2
