@@ -883,3 +883,13 @@ def test_a_double_click_on_send_link_mails_once(
         )
         operator.post(url, {f"row{row.pk}-email": "other@acme.example"})
     assert apply_async.call_count == 2
+
+
+def test_re_authorize_now_comes_back_to_the_rows_page(world):
+    campaign = _campaign(world)
+    row = campaign.rows.get(org=world.acme_org)
+    operator = world.client_for("operator")
+    url = f"/campaigns/{campaign.pk}/rows/{row.pk}/reauthorize/"
+    operator.post(url, {"page": "3"})
+    [flow] = operator.session["oauth_flows"].values()
+    assert flow["back"] == f"/campaigns/{campaign.pk}/?page=3"

@@ -121,13 +121,18 @@ def page_number(request: HttpRequest) -> str:
     return number if number.isdigit() and len(number) < 7 else "1"
 
 
+def page_url(request: HttpRequest, row: CampaignOrg) -> str:
+    """The campaign page (of rows) the action came from."""
+    url = reverse("campaigns:detail", kwargs={"pk": row.campaign_id})
+    number = page_number(request)
+    return url if number == "1" else f"{url}?page={number}"
+
+
 def back_to(request: HttpRequest, row: CampaignOrg) -> HttpResponse:
     """Back to the campaign page the action came from. An htmx request
     (Copy link) is told to load it as a page: a redirect would be followed
     inside the XHR and the whole page swapped into the row."""
-    url = reverse("campaigns:detail", kwargs={"pk": row.campaign_id})
-    number = page_number(request)
-    url = url if number == "1" else f"{url}?page={number}"
+    url = page_url(request, row)
     if request.headers.get("HX-Request"):
         return HttpResponse(headers={"HX-Redirect": url})
     return redirect(url)
@@ -157,9 +162,12 @@ def campaign_row_reauthorize(
     except campaigns.CampaignError as exc:
         messages.error(request, str(exc))
         return back_to(request, row)
-    back = reverse("campaigns:detail", kwargs={"pk": row.campaign_id})
     oauth_flows.remember(
-        request, state=auth.state, purpose="reauthorize", change=change.pk, back=back
+        request,
+        state=auth.state,
+        purpose="reauthorize",
+        change=change.pk,
+        back=page_url(request, row),
     )
     return HttpResponseRedirect(auth.url)
 
