@@ -181,6 +181,15 @@ def campaign_row_event(row: CampaignOrg, text: str, **fields: object) -> None:
 
 
 def campaign_row_locked(row_id: int) -> CampaignOrg:
+    """The row, locked for a row action after its change and its org: the
+    order in which a re-authorization's apply takes them (change, org, then
+    the org's rows). Taken the other way round, a Skip or a new link at the
+    moment the link's login is applied would deadlock with it."""
+    row = CampaignOrg.objects.filter(pk=row_id)
+    changes = ConnectionChange.objects.filter(pk__in=row.values("change_id"))
+    list(changes.select_for_update().values_list("pk", flat=True))
+    orgs = SalesforceOrg.objects.filter(pk__in=row.values("org_id"))
+    list(orgs.select_for_update().values_list("pk", flat=True))
     return (
         CampaignOrg.objects.select_for_update(of=("self",))
         .select_related("campaign", "org", "company", "link_created_by")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+import time
 from datetime import timedelta
 from unittest import mock
 from urllib.parse import parse_qs, urlsplit
@@ -29,6 +30,7 @@ from connections.models import (
 )
 from connections.services import campaigns as campaigns_service
 from connections.services import delegation
+from connections.services import finish as finish_service
 from connections.services.campaigns import (
     CampaignError,
     campaign_create,
@@ -893,3 +895,61 @@ def test_re_authorize_now_comes_back_to_the_rows_page(world):
     operator.post(url, {"page": "3"})
     [flow] = operator.session["oauth_flows"].values()
     assert flow["back"] == f"/campaigns/{campaign.pk}/?page=3"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_skip_while_the_links_login_is_applied_waits_instead_of_deadlocking(
+    world, monkeypatch
+):
+    """The apply locks the change, the org, then the rows; a row action
+    takes them in the same order. On PostgreSQL, as in CI, the two really
+    overlap (without that order one of them dies of a deadlock); on SQLite
+    the writers are serialized anyway."""
+    _, row, path = _linked_row(world)
+    _at_salesforce(path)
+    change = CampaignOrg.objects.get(pk=row.pk).change
+    change.set_secret("new_refresh_token", "delegated-token")
+    change.new_username, change.new_user_id = "someone@acme.example", BUDGET_USER
+    change.state = ConnectionChange.State.AUTHORIZED
+    change.save()
+    applying, skipping = threading.Event(), threading.Event()
+    original = finish_service.campaign_rows_change_finished
+
+    def rows_after_the_skip_started(**kwargs):
+        applying.set()  # the change and the org are locked by now
+        skipping.wait(timeout=5)
+        time.sleep(0.5)  # the skip is waiting on its first lock
+        original(**kwargs)
+
+    monkeypatch.setattr(
+        finish_service, "campaign_rows_change_finished", rows_after_the_skip_started
+    )
+    outcomes: dict[str, object] = {}
+
+    def apply():
+        try:
+            outcomes["apply"] = services.reauthorization_apply(change_id=change.pk)
+        except Exception as exc:  # reported below
+            outcomes["apply"] = exc
+        finally:
+            connection.close()
+
+    def skip():
+        applying.wait(timeout=5)
+        skipping.set()
+        try:
+            campaign_row_skip(actor=Actor(user=world.users["operator"]), row=row)
+            outcomes["skip"] = "skipped"
+        except Exception as exc:  # reported below
+            outcomes["skip"] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=apply), threading.Thread(target=skip)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert outcomes["apply"] == "applied"
+    assert isinstance(outcomes["skip"], CampaignError), outcomes["skip"]
+    assert CampaignOrg.objects.get(pk=row.pk).state == "connected"
