@@ -294,10 +294,12 @@ HEALTH_RETRY_BACKOFF_SECONDS = envfloat("HEALTH_RETRY_BACKOFF_SECONDS", 5.0)
 # A bulk action (SPEC §9) runs its orgs in at most this many tasks at once.
 BULK_CONCURRENCY = envint("BULK_CONCURRENCY", 8)
 # How long an org's access token is reused (encrypted, in the cache) before a
-# refresh. Salesforce sessions end after inactivity (2 hours by default, 15
-# minutes at the shortest an org can set), so the default never keeps a token
-# past any org's session; a rejected one is refreshed once anyway.
-ACCESS_TOKEN_CACHE_SECONDS = envint("ACCESS_TOKEN_CACHE_SECONDS", 900)
+# refresh. Salesforce ends a session after inactivity: 2 hours by default, 15
+# minutes at the shortest an org can set. The default (90 minutes) outlives
+# the hourly health check, so steady checks cost one request, and stays
+# under the default session; an org with a shorter timeout answers
+# INVALID_SESSION_ID, which costs one refresh and one retry, never a failure.
+ACCESS_TOKEN_CACHE_SECONDS = envint("ACCESS_TOKEN_CACHE_SECONDS", 5400)
 
 # Celery. The embedded default is kombu's filesystem transport, which needs
 # no server; production sets VBSF_BROKER_URL=redis://...
