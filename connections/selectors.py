@@ -153,25 +153,30 @@ def permission_drift(
 # --- campaigns ---------------------------------------------------------------
 
 CAMPAIGN_ROWS_PER_PAGE = 50
+# A row belongs to its org's company of now: an org moved to another company
+# takes its rows along (the row's own company is the one at creation).
+ROW_COMPANY = "org__company"
 
 
 def campaigns_visible(*, access: AccessProfile) -> QuerySet[Campaign]:
-    """Campaigns with at least one company the user can see."""
+    """Campaigns with at least one company the user can see, or a row whose
+    org moved into one since."""
     ids = access.company_ids()
     campaigns = Campaign.objects.select_related("created_by")
     if ids is None:
         return campaigns
+    companies = Campaign.companies.through.objects.filter(company_id__in=ids)
+    moved_in = CampaignOrg.objects.filter(org__company_id__in=ids)
     return campaigns.filter(
-        pk__in=Campaign.companies.through.objects.filter(company_id__in=ids).values(
-            "campaign_id"
-        )
+        Q(pk__in=companies.values("campaign_id"))
+        | Q(pk__in=moved_in.values("campaign_id"))
     )
 
 
 def campaign_list(*, access: AccessProfile) -> QuerySet[Campaign]:
     """Each campaign with its row counts (of the user's companies), in the
     same query."""
-    rows = access.scope(CampaignOrg.objects.all())
+    rows = access.scope(CampaignOrg.objects.all(), ROW_COMPANY)
     finished = Q(rows__state__in=CampaignOrg.FINISHED_STATES)
     scoped = Q(rows__in=rows)
     return (
@@ -206,15 +211,17 @@ def campaign_rows(
     """The rows of the campaign in the user's companies."""
     return access.scope(
         CampaignOrg.objects.filter(campaign=campaign).select_related(
-            "org", "company", "link_created_by"
-        )
+            "org__company", "link_created_by"
+        ),
+        ROW_COMPANY,
     ).order_by("pk")
 
 
 def campaign_counts(*, access: AccessProfile, campaign: Campaign) -> dict[str, int]:
     """Rows per state and in total, by one aggregate query."""
     states = CampaignOrg.State
-    counts = access.scope(CampaignOrg.objects.filter(campaign=campaign)).aggregate(
+    rows = access.scope(CampaignOrg.objects.filter(campaign=campaign), ROW_COMPANY)
+    counts = rows.aggregate(
         total=Count("pk"),
         **{state.value: Count("pk", filter=Q(state=state)) for state in states},
     )
@@ -238,9 +245,10 @@ def campaign_row_for_action(
     return get_object_for(
         access,
         CampaignOrg.objects.filter(campaign_id=campaign_id).select_related(
-            "campaign", "org", "company"
+            "campaign", "org__company"
         ),
         capability=Capability.REAUTHORIZE,
+        company_field=ROW_COMPANY,
         pk=pk,
     )
 

@@ -192,7 +192,7 @@ def campaign_row_locked(row_id: int) -> CampaignOrg:
     list(orgs.select_for_update().values_list("pk", flat=True))
     return (
         CampaignOrg.objects.select_for_update(of=("self",))
-        .select_related("campaign", "org", "company", "link_created_by")
+        .select_related("campaign", "org__company", "link_created_by")
         .get(pk=row_id)
     )
 

@@ -99,7 +99,7 @@ def link_row(token: str, *, lock: bool = False) -> CampaignOrg:
     except (signing.BadSignature, ValueError):
         raise LinkInvalid from None
     rows = CampaignOrg.objects.select_related(
-        "campaign", "org", "company", "link_created_by"
+        "campaign", "org__company", "link_created_by"
     )
     if lock:
         rows = rows.select_for_update(of=("self",))
@@ -243,7 +243,7 @@ def campaign_link_mail(row: CampaignOrg, *, reminder: bool) -> EmailMessage:
     needed = ", ".join(p.label for p in REQUIRED_PERMISSIONS)
     body = (
         f"{creator} asks you to log in to Salesforce so that backups of "
-        f"{org.label} (org ID {org.org_id}, {row.company.name}) keep running.\n\n"
+        f"{org.label} (org ID {org.org_id}, {org.company.name}) keep running.\n\n"
         f"Open this link and choose “Log in with Salesforce”:\n{link_url(row)}\n\n"
         "Log in as a user with a full Salesforce license (not a Salesforce "
         f"Integration license) and these permissions: {needed}. The link "
@@ -257,7 +257,7 @@ def campaign_link_mail_send(*, row_id: int, reminder: bool) -> str:
     a link (used, skipped, expired) gets no mail."""
     row = (
         CampaignOrg.objects.select_related(
-            "campaign", "org", "company", "link_created_by"
+            "campaign", "org__company", "link_created_by"
         )
         .filter(pk=row_id)
         .first()
@@ -414,7 +414,7 @@ def delegated_row_for_browser(
     if not browser_secret:
         return None
     row = (
-        CampaignOrg.objects.select_related("campaign", "org", "company", "change")
+        CampaignOrg.objects.select_related("campaign", "org__company", "change")
         .filter(pk=row_id)
         .first()
     )

@@ -40,7 +40,7 @@ from connections.services.campaigns import (
 )
 from orgs import token_ledger
 from orgs.models import RefreshTokenRecord, SalesforceOrg
-from tests.factories import SalesforceOrgFactory
+from tests.factories import RoleGrantFactory, SalesforceOrgFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -953,3 +953,30 @@ def test_skip_while_the_links_login_is_applied_waits_instead_of_deadlocking(
     assert outcomes["apply"] == "applied"
     assert isinstance(outcomes["skip"], CampaignError), outcomes["skip"]
     assert CampaignOrg.objects.get(pk=row.pk).state == "connected"
+
+
+def test_an_org_moved_to_another_company_leaves_the_operators_campaign(world):
+    """Rows follow their org's company: after a move, the Operator of the
+    company the org left neither sees nor acts on its row (404), and the
+    link's page names the org's company now."""
+    campaign, _ = _create(world.users["administrator"], [world.acme_org.pk])
+    row = campaign.rows.get()
+    path = _copy_link(world.client_for("operator"), campaign, row)
+    SalesforceOrg.objects.filter(pk=world.acme_org.pk).update(company=world.globex)
+    operator = world.client_for("operator")
+    html = operator.get(f"/campaigns/{campaign.pk}/").content.decode()
+    assert "acme-prod" not in html
+    assert 'data-count="total">0<' in html
+    for action in ("reauthorize", "copy-link", "skip"):
+        url = f"/campaigns/{campaign.pk}/rows/{row.pk}/{action}/"
+        assert operator.post(url).status_code == 404
+    assert not ConnectionChange.objects.exists()
+    landing = Client().get(path).content.decode()
+    assert "Globex" in landing and "Acme" not in landing
+    # Globex's Operator, who may re-authorize it now, finds the row.
+    globex_operator = UserFactory(username="gina")
+    RoleGrantFactory(user=globex_operator, role="operator", company=world.globex)
+    globex = Client()
+    globex.force_login(globex_operator)
+    html = globex.get(f"/campaigns/{campaign.pk}/").content.decode()
+    assert "acme-prod" in html and "Re-authorize now" in html

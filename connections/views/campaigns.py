@@ -43,7 +43,7 @@ def campaign_context(
         row.may_act = (
             not campaign.is_closed
             and not row.is_finished
-            and access.can(Capability.REAUTHORIZE, row.company_id)
+            and access.can(Capability.REAUTHORIZE, row.org.company_id)
         )
         row.demo_mail = delegation.campaign_demo_mail(row) if row.may_act else ""
         row.email_value, row.email_errors = row.email, []
