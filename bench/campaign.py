@@ -667,7 +667,8 @@ def table(result: dict[str, Any]) -> str:
     ]
     targets = result["targets"]
     return format_table(
-        "Re-authorization campaigns (PostgreSQL, in-process test client)",
+        "5. Re-authorization campaigns (PostgreSQL; creation and pages in-process, "
+        "links over HTTP through gunicorn)",
         ["what", "queries@10", "queries@1000", "server time (median)"],
         rows,
         notes=[
