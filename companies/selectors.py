@@ -44,6 +44,7 @@ AUDIT_CATEGORIES: dict[str, AuditCategory] = {
     "user": AuditCategory("Users", ("user.",)),
     "notification": AuditCategory("Notifications", ("notification.",)),
     "campaign": AuditCategory("Campaigns and links", ("campaign.",)),
+    "bulk": AuditCategory("Bulk actions", ("bulk.",)),
 }
 AUDIT_CATEGORY_OTHER = "other"
 

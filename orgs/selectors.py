@@ -234,12 +234,19 @@ class TokenBudget:
             return ""
         text = (
             f"The console already holds {self.live} live tokens for {self.user} "
-            "with this app. Salesforce keeps five: approving again will revoke "
-            "the oldest"
+            "with this app. Salesforce keeps five: "
         )
+        # At four the approval about to happen is the fifth, which Salesforce
+        # keeps; the one after it revokes the oldest.
+        if self.live < self.limit:
+            text += "this approval makes five, and the next will revoke the oldest"
+            then = " then"
+        else:
+            text += "approving again will revoke the oldest"
+            then = ""
         if self.losing:
             names = ", ".join(self.losing)
-            return f"{text}, and {names} would lose the connection."
+            return f"{text}, and {names} would lose the connection{then}."
         return f"{text}."
 
 

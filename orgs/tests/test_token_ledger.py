@@ -346,8 +346,9 @@ def test_the_guard_counts_live_tokens_and_warns_at_four():
     assert budget.live == 4 and budget.warns
     assert budget.warning == (
         "The console already holds 4 live tokens for int@ledger.example with "
-        "this app. Salesforce keeps five: approving again will revoke the "
-        "oldest, and ledger-prod would lose the connection."
+        "this app. Salesforce keeps five: this approval makes five, and the "
+        "next will revoke the oldest, and ledger-prod would lose the connection "
+        "then."
     )
     # Re-authorizing replaces the org's own token: it loses nothing.
     again = token_budget_for(org=org, reauthorizing=True)

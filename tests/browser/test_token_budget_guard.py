@@ -23,8 +23,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 WARNING = re.compile(
     r"The console already holds 4 live tokens for integration@guard\.example "
-    r"with this app\. Salesforce keeps five: approving again will revoke the "
-    r"oldest"
+    r"with this app\. Salesforce keeps five: this approval makes five, and the "
+    r"next will revoke the oldest"
 )
 
 
