@@ -3,10 +3,16 @@ official client's parser; counters shared through the cache."""
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+import redis
 import responses
+from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -16,6 +22,7 @@ from connections.models import ConnectionChange
 from connections.salesforce import transport
 from orgs.models import ConnectionStatus
 from tests.factories import CompanyFactory, SalesforceOrgFactory
+from tests.live import missing_dependency, wait_for
 from vbsf import metrics
 from vbsf.celery import app
 
@@ -32,6 +39,13 @@ def _scrape(client) -> dict[str, dict[tuple, float]]:
             labels = tuple(sorted(sample.labels.items()))
             samples.setdefault(sample.name, {})[labels] = sample.value
     return samples
+
+
+@pytest.fixture(autouse=True)
+def no_counts_of_earlier_tests():
+    # Counts wait in process memory for their flush (vbsf.metrics.counters):
+    # what earlier tests of this process counted is not this test's.
+    metrics.counters.clear()
 
 
 @pytest.fixture
@@ -159,3 +173,127 @@ def test_a_scrape_takes_two_queries_however_many_orgs(client, token):
     for name in ("A", "B", "C"):
         SalesforceOrgFactory.create_batch(5, company=CompanyFactory(name=name))
     assert _database_queries(client) == 2
+
+
+# --- counts wait in process memory and reach the cache in batches -----------
+
+
+@pytest.fixture
+def redis_cache(settings, tmp_path) -> Iterator[redis.Redis]:
+    """The cache on a Redis server of this test's own, as in production."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        missing_dependency("redis-server is not installed")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    try:
+        wait_for(lambda: _pings(client), timeout=20)
+        settings.CACHES = {
+            "default": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": f"redis://127.0.0.1:{port}/0",
+            }
+        }
+        yield client
+    finally:
+        metrics.counters.clear()
+        server.kill()
+        server.wait(10)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+def _calls(client: redis.Redis, command: str) -> int:
+    return client.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0)
+
+
+@pytest.mark.django_db
+def test_counts_reach_redis_in_one_round_trip_per_flush(
+    client, token, redis_cache, monkeypatch
+):
+    monkeypatch.setattr(metrics.counters, "flush_seconds", 3600)
+    metrics.counters.flush()  # the clock of the batch starts now
+    for outcome in [200] * 50 + [503, 503, "ReadTimeout"]:
+        metrics.count_salesforce_request(outcome)
+    for _ in range(4):
+        metrics.count_task_run("orgs.tasks.check_all_orgs", "success")
+    # Nothing went to Redis yet: 57 counts are 3 numbers in memory.
+    assert _calls(redis_cache, "incrby") == _calls(redis_cache, "incr") == 0
+    assert cache.get(metrics.KEY_PREFIX + "salesforce:ok") is None
+
+    metrics.counters.flush()
+    assert _calls(redis_cache, "exec") == 1  # one MULTI/EXEC round trip
+    assert _calls(redis_cache, "incrby") == 4  # one per counter
+    assert metrics.counters.pending() == {}
+    metrics.count_salesforce_request(200)  # counted after the flush
+    samples = _scrape(client)  # the scrape adds this process's counts first
+    salesforce = samples["vbsf_salesforce_requests_total"]
+    assert salesforce[(("outcome", "ok"),)] == 51
+    assert salesforce[(("outcome", "unavailable"),)] == 2
+    assert salesforce[(("outcome", "timeout"),)] == 1
+    runs = samples["vbsf_task_runs_total"]
+    assert runs[(("state", "success"), ("task", "orgs.tasks.check_all_orgs"))] == 4
+
+
+@pytest.mark.django_db
+def test_a_quiet_process_flushes_its_counts_within_seconds(redis_cache, monkeypatch):
+    monkeypatch.setattr(metrics.counters, "flush_seconds", 0.3)
+    metrics.counters.flush()
+    metrics.count_salesforce_request(200)
+    metrics.count_salesforce_request(200)
+    assert metrics.counters.pending() == {metrics.KEY_PREFIX + "salesforce:ok": 2}
+    # No further count comes: the timer thread adds them.
+    assert wait_for(lambda: cache.get(metrics.KEY_PREFIX + "salesforce:ok"), 5) == 2
+    assert metrics.counters.pending() == {}
+
+
+@pytest.mark.django_db
+def test_a_cache_outage_keeps_the_counts_for_the_next_flush(
+    redis_cache, monkeypatch, settings
+):
+    monkeypatch.setattr(metrics.counters, "flush_seconds", 3600)
+    port = redis_cache.connection_pool.connection_kwargs["port"]
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens there
+        }
+    }
+    metrics.count_salesforce_request(200)
+    metrics.counters.flush()  # fails quietly
+    assert metrics.counters.pending() == {metrics.KEY_PREFIX + "salesforce:ok": 1}
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{port}/0",
+        }
+    }
+    metrics.counters.flush()
+    assert cache.get(metrics.KEY_PREFIX + "salesforce:ok") == 1
+
+
+@pytest.mark.django_db
+def test_with_the_database_cache_counts_wait_outside_the_callers_transaction(
+    client, token, monkeypatch
+):
+    """The demo's database cache: a flush due inside a transaction waits
+    (a rollback would lose it) until a count outside it or a scrape."""
+    monkeypatch.setattr(metrics.counters, "flush_seconds", 0)
+    key = metrics.KEY_PREFIX + "salesforce:ok"
+    metrics.count_salesforce_request(200)  # in the test's transaction
+    assert metrics.counters.pending() == {key: 1}
+    assert cache.get(key) is None
+    assert _scrape(client)["vbsf_salesforce_requests_total"][(("outcome", "ok"),)] == 1
+    assert metrics.counters.pending() == {}
