@@ -84,6 +84,38 @@ def refresh_token_record(
     ``revoke_reason`` the token is owed a revoke at once: the ledger keeps it
     and the revoke task is sent after commit.
     """
+    record, _ = refresh_token_get_or_create(
+        token=token,
+        client_app_id=client_app_id,
+        salesforce_org_id=salesforce_org_id,
+        user_id=user_id,
+        username=username,
+        purpose=purpose,
+        login_url=login_url,
+        org=org,
+        approved_at=approved_at,
+    )
+    if revoke_reason:
+        refresh_token_revoke_later(record=record, reason=revoke_reason, token=token)
+    return record
+
+
+def refresh_token_get_or_create(
+    *,
+    token: str,
+    client_app_id: int | None,
+    salesforce_org_id: str,
+    user_id: str,
+    username: str = "",
+    purpose: str,
+    login_url: str,
+    org: SalesforceOrg | None,
+    approved_at: datetime | None = None,
+    owed: dict[str, object] | None = None,
+) -> tuple[RefreshTokenRecord, bool]:
+    """The token's record, created if new, and the eviction a new approval
+    causes; in the caller's transaction (no savepoint of its own). A new
+    record gets the ``owed`` revoke fields in its INSERT, no UPDATE after."""
     now = timezone.now()
     record, created = RefreshTokenRecord.objects.get_or_create(
         token_hash=refresh_token_hash(token),
@@ -98,15 +130,14 @@ def refresh_token_record(
             "login_url": login_url,
             "obtained_at": now,
             "approved_at": approved_at or now,
+            **(owed or {}),
         },
     )
     # A rotation is no new approval, and a token found again was approved
     # long ago: neither makes Salesforce evict anything.
     if created and purpose not in (Purpose.ROTATION, Purpose.EXISTING):
         refresh_tokens_evict(record)
-    if revoke_reason:
-        refresh_token_revoke_later(record=record, reason=revoke_reason, token=token)
-    return record
+    return record, created
 
 
 def refresh_tokens_evict(newest: RefreshTokenRecord) -> list[RefreshTokenRecord]:
@@ -121,8 +152,19 @@ def refresh_tokens_evict(newest: RefreshTokenRecord) -> list[RefreshTokenRecord]
         )
         .select_for_update()
         .order_by("approved_at", "pk")
+        .values_list("pk", flat=True)
     )
-    evicted = live[: max(0, len(live) - SALESFORCE_TOKEN_LIMIT)]
+    # Usually none: the records are loaded only when some are evicted.
+    oldest = live[: max(0, len(live) - SALESFORCE_TOKEN_LIMIT)]
+    evicted = (
+        list(
+            RefreshTokenRecord.objects.filter(pk__in=oldest).order_by(
+                "approved_at", "pk"
+            )
+        )
+        if oldest
+        else []
+    )
     now = timezone.now()
     for record in evicted:
         lost = (
@@ -238,7 +280,13 @@ def refresh_token_pending(
     to the revoke task: the exchange clears it with :func:`refresh_token_claim`
     once the change keeps the token; if the worker dies in between, beat
     revokes it, so no token is left alive that nobody holds."""
-    record = refresh_token_record(
+    # A new token (the usual case) is inserted owed a revoke: one INSERT.
+    owed = {
+        "revoke_reason": Reason.ABANDONED,
+        "revoke_requested_at": timezone.now(),
+        "revoke_token_encrypted": encryption.encrypt(token),
+    }
+    record, created = refresh_token_get_or_create(
         token=token,
         client_app_id=client_app_id,
         salesforce_org_id=salesforce_org_id,
@@ -246,18 +294,12 @@ def refresh_token_pending(
         purpose=purpose,
         login_url=login_url,
         org=org,
+        owed=owed,
     )
-    if record.revoked_at is None and not record.revoke_token_encrypted:
-        record.revoke_reason = Reason.ABANDONED
-        record.revoke_requested_at = timezone.now()
-        record.revoke_token_encrypted = encryption.encrypt(token)
-        record.save(
-            update_fields=[
-                "revoke_reason",
-                "revoke_requested_at",
-                "revoke_token_encrypted",
-            ]
-        )
+    if not created and record.revoked_at is None and not record.revoke_token_encrypted:
+        for name, value in owed.items():
+            setattr(record, name, value)
+        record.save(update_fields=list(owed))
     return record
 
 
@@ -265,26 +307,20 @@ def refresh_token_claim(*, token: str, username: str = "") -> bool:
     """The change keeps the token (same transaction): no revoke is owed any
     more. False when the token died meanwhile (evicted, or revoked by beat
     because the exchange took too long): the caller must not keep it."""
-    record = (
-        RefreshTokenRecord.objects.select_for_update()
-        .filter(token_hash=refresh_token_hash(token))
-        .first()
+    # One UPDATE: it waits for a revoke being written meanwhile and then
+    # finds the record revoked (no row), as a locked read would.
+    changes: dict[str, object] = {
+        "revoke_reason": "",
+        "revoke_requested_at": None,
+        "revoke_token_encrypted": "",
+    }
+    if username:
+        changes["salesforce_username"] = username
+    return bool(
+        RefreshTokenRecord.objects.filter(
+            token_hash=refresh_token_hash(token), revoked_at__isnull=True
+        ).update(**changes)
     )
-    if record is None or record.revoked_at is not None:
-        return False
-    record.revoke_reason = ""
-    record.revoke_requested_at = None
-    record.revoke_token_encrypted = ""
-    record.salesforce_username = username or record.salesforce_username
-    record.save(
-        update_fields=[
-            "revoke_reason",
-            "revoke_requested_at",
-            "revoke_token_encrypted",
-            "salesforce_username",
-        ]
-    )
-    return True
 
 
 @transaction.atomic

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.urls import reverse
 from django.utils import timezone
 
@@ -19,7 +20,7 @@ from orgs import token_ledger
 from orgs.models import RefreshTokenRecord, SalesforceOrg
 from vbsf.queue import enqueue_on_commit
 
-from ..models import ConnectionChange, ExternalClientApp
+from ..models import CampaignOrg, ConnectionChange, ExternalClientApp
 from .campaigns import campaign_rows_change_refused
 from .changes import ChangeError, State
 from .revocation import (
@@ -140,6 +141,7 @@ def connection_change_exchange(*, change_id: int) -> str:
         change = (
             ConnectionChange.objects.select_for_update(of=("self",))
             .select_related("client_app", "org")
+            .annotate(through_link=through_link())
             .get(pk=change_id)
         )
         if change.state != State.EXCHANGING or not change.code_encrypted:
@@ -263,15 +265,24 @@ def change_previous_token_abandon(change: ConnectionChange) -> None:
     change_token_revoke_later(change=change)
 
 
+def through_link() -> Exists:
+    """Whether a campaign row bound to a browser (a delegated link) started
+    the change: annotated on the change the exchange loads anyway."""
+    return Exists(
+        CampaignOrg.objects.filter(change=OuterRef("pk")).exclude(browser_binding="")
+    )
+
+
 def token_purpose(change: ConnectionChange) -> str:
     """Why the console obtained the token, for the ledger: a re-authorization
     through a campaign's delegated link is told apart (its row is bound to
     the browser that opened the link)."""
-    if (
-        change.kind == ConnectionChange.Kind.REAUTHORIZE
-        and change.campaign_rows.exclude(browser_binding="").exists()
-    ):
-        return RefreshTokenRecord.Purpose.DELEGATED_LINK
+    if change.kind == ConnectionChange.Kind.REAUTHORIZE:
+        linked = getattr(change, "through_link", None)
+        if linked is None:
+            linked = change.campaign_rows.exclude(browser_binding="").exists()
+        if linked:
+            return RefreshTokenRecord.Purpose.DELEGATED_LINK
     return PURPOSES.get(change.kind, RefreshTokenRecord.Purpose.EDIT_CONNECTION)
 
 

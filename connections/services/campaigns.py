@@ -259,27 +259,34 @@ def campaign_row_skip(*, actor: Actor, row: CampaignOrg) -> CampaignOrg:
     return row
 
 
-def campaign_rows_change_finished(*, change: ConnectionChange) -> None:
+def campaign_rows_change_finished(
+    *, change: ConnectionChange, org: SalesforceOrg | None = None
+) -> None:
     """A re-authorization was applied (inside ``reauthorization_apply``'s
     transaction): rows linked to it, and unfinished rows of the same org in
     open campaigns, become connected as the new user; their links are used
     up. Audited with the link's creator, the Salesforce user and the address
-    the person came from."""
+    the person came from. ``org``: the change's org as the caller loaded it
+    (with its company), not joined again to every row."""
+    rows = CampaignOrg.objects.select_for_update(of=("self",)).select_related(
+        "link_created_by"
+    )
+    if org is None:
+        rows = rows.select_related("org__company")
     rows = list(
-        CampaignOrg.objects.select_for_update(of=("self",))
-        .select_related("campaign", "org", "link_created_by")
-        .filter(
+        rows.filter(
             Q(change_id=change.pk)
             | Q(
                 org_id=change.org_id,
                 state__in=UNFINISHED_STATES,
                 campaign__closed_at__isnull=True,
             )
-        )
-        .exclude(state__in=CampaignOrg.FINISHED_STATES)
+        ).exclude(state__in=CampaignOrg.FINISHED_STATES)
     )
     now = timezone.now()
     for row in rows:
+        if org is not None and row.org_id == org.pk:
+            row.org = org
         through_link = row.change_id == change.pk and bool(row.browser_binding)
         campaign_row_event(
             row,

@@ -79,9 +79,10 @@ def org_connection_replace(*, org: SalesforceOrg, change: ConnectionChange) -> N
 
 
 def locked_change(change_id: int) -> ConnectionChange:
+    # With its creator: a re-authorization's audit names them.
     return (
         ConnectionChange.objects.select_for_update(of=("self",))
-        .select_related("client_app")
+        .select_related("client_app", "created_by")
         .get(pk=change_id)
     )
 
@@ -135,7 +136,7 @@ def connection_change_apply(
         PermissionCheck.objects.filter(pk=permission_check.pk).update(org=org)
     # The org runs as the new user now: its rows in open campaigns (SPEC §9)
     # need nobody any more, and their links stop working.
-    campaign_rows_change_finished(change=change)
+    campaign_rows_change_finished(change=change, org=org)
     return org
 
 
@@ -208,7 +209,7 @@ def reauthorization_apply(*, change_id: int) -> str:
         after=org_snapshot(org),
     )
     permission_check_start(actor=Actor(user=change.created_by), org=org)
-    campaign_rows_change_finished(change=change)
+    campaign_rows_change_finished(change=change, org=org)
     return "applied"
 
 

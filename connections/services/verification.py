@@ -26,13 +26,14 @@ from .changes import ChangeError
 # --- permission verification -----------------------------------------------
 
 
-@transaction.atomic
 def permission_check_start(
     *,
     actor: Actor,
     org: SalesforceOrg | None = None,
     change: ConnectionChange | None = None,
 ) -> PermissionCheck:
+    """One INSERT, its task sent after the caller's commit (or at once
+    outside a transaction): no transaction, so no savepoint, of its own."""
     if (org is None) == (change is None):
         raise ValueError("Check either an org or a change.")
     if change is not None and not change.has_new_token:
@@ -58,9 +59,10 @@ def permission_check_fail(*, check_id: int, exc: BaseException) -> None:
 
 
 def permission_check_run(*, check_id: int) -> str:
-    check = PermissionCheck.objects.select_related(
-        "org", "change", "change__client_app", "org__client_app"
-    ).get(pk=check_id)
+    # Not the org: org_access_token() loads it itself.
+    check = PermissionCheck.objects.select_related("change__client_app").get(
+        pk=check_id
+    )
     if check.state != PermissionCheck.State.RUNNING:
         return "skipped"
     try:
@@ -134,36 +136,41 @@ def permission_check_run(*, check_id: int) -> str:
 def org_status_after_check(
     org_id: int, backup_ok: bool, results: list[dict[str, Any]], license_name: str
 ) -> None:
-    org = SalesforceOrg.objects.select_for_update().get(pk=org_id)
-    if not backup_ok:
-        missing = [
-            r["label"] for r in results if r["purpose"] == BACKUP and not r["granted"]
-        ]
-        reason = (
-            "The connected user has an Integration license, which cannot back up."
-            if license_name == INTEGRATION_LICENSE
-            else "Backup permission missing: " + ", ".join(missing) + "."
+    if backup_ok:
+        # The usual answer changes nothing: one UPDATE that matches no row,
+        # not a locked read first.
+        now = timezone.now()
+        SalesforceOrg.objects.filter(
+            pk=org_id, status=ConnectionStatus.PERMISSIONS_MISSING
+        ).update(
+            status=ConnectionStatus.CONNECTED,
+            status_reason="",
+            status_changed_at=now,
+            updated_at=now,
         )
-        if org.status in (
-            ConnectionStatus.CONNECTED,
-            ConnectionStatus.PERMISSIONS_MISSING,
-        ):
-            org.status = ConnectionStatus.PERMISSIONS_MISSING
-            org.status_reason = reason[:300]
-            if org.status != ConnectionStatus.PERMISSIONS_MISSING:
-                org.status_changed_at = timezone.now()
-            org.save(
-                update_fields=[
-                    "status",
-                    "status_reason",
-                    "status_changed_at",
-                    "updated_at",
-                ]
-            )
-    elif org.status == ConnectionStatus.PERMISSIONS_MISSING:
-        org.status = ConnectionStatus.CONNECTED
-        org.status_reason = ""
-        org.status_changed_at = timezone.now()
+        return
+    org = SalesforceOrg.objects.select_for_update().get(pk=org_id)
+    missing = [
+        r["label"] for r in results if r["purpose"] == BACKUP and not r["granted"]
+    ]
+    reason = (
+        "The connected user has an Integration license, which cannot back up."
+        if license_name == INTEGRATION_LICENSE
+        else "Backup permission missing: " + ", ".join(missing) + "."
+    )
+    if org.status in (
+        ConnectionStatus.CONNECTED,
+        ConnectionStatus.PERMISSIONS_MISSING,
+    ):
+        org.status = ConnectionStatus.PERMISSIONS_MISSING
+        org.status_reason = reason[:300]
+        if org.status != ConnectionStatus.PERMISSIONS_MISSING:
+            org.status_changed_at = timezone.now()
         org.save(
-            update_fields=["status", "status_reason", "status_changed_at", "updated_at"]
+            update_fields=[
+                "status",
+                "status_reason",
+                "status_changed_at",
+                "updated_at",
+            ]
         )
