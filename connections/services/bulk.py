@@ -348,23 +348,28 @@ def bulk_action_progress_update(*, bulk_action_id: int) -> BulkAction:
     """Count the action's progress from its orgs' results (one aggregate)
     and record it; the first count with nothing pending sets
     ``finished_at``. Safe to call any number of times, from any chunk."""
-    action = BulkAction.objects.get(pk=bulk_action_id)
-    if action.kind == Kind.CAMPAIGN:
-        return action
-    done, failed = _results_since(action)
-    counts = SalesforceOrg.objects.filter(pk__in=action.org_ids).aggregate(
-        pending=Count("pk", filter=~done),
-        failed=Count("pk", filter=failed),
-    )
-    # Orgs deleted meanwhile need nothing more: they count as done.
-    finished = action.total - counts["pending"]
+    with transaction.atomic():
+        # Counts are taken and written under the action's row lock, so they
+        # are written in the order they were taken: without it a chunk's
+        # count read before another org's result was saved could be written
+        # after the newer one and undo it (the failed org of a finished
+        # action counted as not failed, seen on a loaded machine).
+        action = BulkAction.objects.select_for_update().get(pk=bulk_action_id)
+        if action.kind == Kind.CAMPAIGN:
+            return action
+        done, failed = _results_since(action)
+        counts = SalesforceOrg.objects.filter(pk__in=action.org_ids).aggregate(
+            pending=Count("pk", filter=~done),
+            failed=Count("pk", filter=failed),
+        )
+        # Orgs deleted meanwhile need nothing more: they count as done.
+        finished = action.total - counts["pending"]
+        rows = BulkAction.objects.filter(pk=action.pk)
+        # The larger count wins, so the line never goes back.
+        rows.update(done=Greatest(F("done"), finished), failed=counts["failed"])
+        if counts["pending"] == 0:
+            rows.filter(finished_at__isnull=True).update(finished_at=timezone.now())
     cache.set(PROGRESS_AT.format(action.pk), time.time(), STALLED_AFTER_SECONDS * 2)
-    rows = BulkAction.objects.filter(pk=action.pk)
-    # Two chunks may count at once: the larger count wins, so the line
-    # never goes back.
-    rows.update(done=Greatest(F("done"), finished), failed=counts["failed"])
-    if counts["pending"] == 0:
-        rows.filter(finished_at__isnull=True).update(finished_at=timezone.now())
     action.refresh_from_db()
     return action
 

@@ -4,6 +4,7 @@ that can run twice without counting twice, and constant query counts."""
 
 from __future__ import annotations
 
+import threading
 from unittest import mock
 
 import pytest
@@ -268,6 +269,52 @@ def test_orgs_checked_before_the_action_are_checked_again(world):
     ids = _fleet(world.acme, 2, last_checked_at=timezone.now())
     action = _action(world.users["operator"], "check_now", ids)
     assert bulk.bulk_action_pending(action, ids) == set(ids)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_count_taken_before_an_orgs_result_never_overwrites_a_newer_one():
+    """Two chunks count at once (threads, own connections): the count taken
+    before the failed org's result was saved must not be written over the
+    count that includes it. The first count is held between its read and
+    its write while the result is saved and counted again."""
+    ids = _fleet(CompanyFactory(name="Racing"), 2)
+    action = BulkAction.objects.create(kind="check_now", org_ids=ids, total=2)
+    org_status_record(ids[0], ConnectionStatus.CONNECTED)
+    counting, newer_counted = threading.Event(), threading.Event()
+    greatest = bulk.Greatest
+
+    def held(*args, **kwargs):
+        # Built between a count's read and its write: hold the first count
+        # there. With the lock the newer count waits for it, so give up.
+        if not counting.is_set():
+            counting.set()
+            newer_counted.wait(timeout=1.5)
+        return greatest(*args, **kwargs)
+
+    def stale_count() -> None:
+        try:
+            bulk.bulk_action_progress_update(bulk_action_id=action.pk)
+        finally:
+            connection.close()
+
+    def result_and_newer_count() -> None:
+        try:
+            org_status_record(ids[1], ConnectionStatus.NEEDS_REAUTHORIZATION, "x")
+            bulk.bulk_action_progress_update(bulk_action_id=action.pk)
+            newer_counted.set()
+        finally:
+            connection.close()
+
+    with mock.patch("connections.services.bulk.Greatest", held):
+        older = threading.Thread(target=stale_count)
+        older.start()
+        assert counting.wait(timeout=10)
+        newer = threading.Thread(target=result_and_newer_count)
+        newer.start()
+        newer.join(timeout=30)
+        older.join(timeout=30)
+    action.refresh_from_db()
+    assert (action.done, action.failed, action.is_finished) == (2, 1, True)
 
 
 def test_verify_permissions_chunks_reuse_their_running_check(world):
