@@ -21,7 +21,7 @@ from django.utils import timezone
 from companies.audit import Actor, audit_record
 from connections import salesforce
 from orgs import token_ledger
-from orgs.models import RefreshTokenRecord
+from orgs.models import RefreshTokenRecord, SalesforceOrg
 from vbsf import encryption
 from vbsf.queue import enqueue_now, enqueue_on_commit
 
@@ -93,15 +93,28 @@ def token_hand_to_ledger(
     )
 
 
+def revoke_login_url(*, stored: str, org: SalesforceOrg | None) -> str:
+    """Where a token of ``org`` is revoked now: the org's current login URL.
+
+    Salesforce moves an org's My Domain (enhanced domains, then Edit
+    organization URL), so the host a token was obtained at may be gone when
+    a revoke is resent; every host of the org accepts the org's tokens.
+    """
+    return org.login_url if org is not None and org.login_url else stored
+
+
 def revoke_old_token(*, change_id: int) -> str:
-    change = ConnectionChange.objects.get(pk=change_id)
+    change = ConnectionChange.objects.select_related("org").get(pk=change_id)
     if not change.holds_replaced_token:
         return "skipped"
     try:
         token = change.get_secret("old_refresh_token")
     except encryption.SecretUnavailable:
         return "unreadable"
-    salesforce.revoke(login_url=change.login_url, token=token)
+    salesforce.revoke(
+        login_url=revoke_login_url(stored=change.login_url, org=change.org),
+        token=token,
+    )
     with transaction.atomic():
         ConnectionChange.objects.filter(pk=change_id).mark_token_revoked(timezone.now())
         token_ledger.refresh_token_revoked(token=token)
@@ -111,7 +124,7 @@ def revoke_old_token(*, change_id: int) -> str:
 def token_record_revoke(*, record_id: int) -> str:
     """Revoke a token the ledger holds; raises transient errors for the
     task to retry, and keeps the last error on the record."""
-    record = RefreshTokenRecord.objects.get(pk=record_id)
+    record = RefreshTokenRecord.objects.select_related("org").get(pk=record_id)
     if not record.revoke_owed or not record.revoke_token_encrypted:
         return "skipped"
     try:
@@ -119,7 +132,10 @@ def token_record_revoke(*, record_id: int) -> str:
     except encryption.SecretUnavailable:
         return "unreadable"
     try:
-        salesforce.revoke(login_url=record.login_url, token=token)
+        salesforce.revoke(
+            login_url=revoke_login_url(stored=record.login_url, org=record.org),
+            token=token,
+        )
     except salesforce.SalesforceError as exc:
         RefreshTokenRecord.objects.filter(pk=record_id).update(
             last_error=f"{exc.code}: {salesforce.message_of(exc)}"[:300]

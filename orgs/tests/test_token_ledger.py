@@ -596,3 +596,30 @@ def test_reauthorize_past_four_live_tokens_needs_the_warning_read(world):  # noq
     assert confirmed.status_code == 302
     assert "/services/oauth2/authorize" in confirmed["Location"]
     assert ConnectionChange.objects.filter(org=org, kind="reauthorize").count() == 1
+
+
+def test_a_revoke_goes_to_the_org_s_current_host_after_its_url_moved(http, enqueued):
+    """The soak found revokes resent to a My Domain host that Edit
+    organization URL had since replaced: ten 404s, then "revoke it in Setup"."""
+    org = connected_org("held-by-org")
+    record = approve(
+        "moved-away", org=org, app_id=org.client_app_id, revoke_reason=Reason.REPLACED
+    )
+    moved = "https://ledger-new.my.salesforce.com"
+    SalesforceOrg.objects.filter(pk=org.pk).update(login_url=moved)
+    http.post(f"{moved}/services/oauth2/revoke", status=200)
+
+    assert revocation.token_record_revoke(record_id=record.pk) == "revoked"
+    assert http.calls[0].request.url.startswith(moved)
+
+    change = ConnectionChange.objects.create(
+        kind=ConnectionChange.Kind.REAUTHORIZE,
+        org=org,
+        company=org.company,
+        client_app=org.client_app,
+        login_url=LOGIN,
+        started_version=org.version,
+        old_refresh_token_encrypted=encryption.encrypt("replaced-before-move"),
+    )
+    assert revocation.revoke_old_token(change_id=change.pk) == "revoked"
+    assert http.calls[1].request.url.startswith(moved)
