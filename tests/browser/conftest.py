@@ -1,8 +1,10 @@
 """Real Chromium through Playwright, against Django's live server.
 
 Debian's chromium is used through ``executable_path``; nothing is
-downloaded. Without it, these tests skip locally, and CI (which sets
-VBSF_STRICT_TESTS=true) fails on any skip.
+downloaded. ``make test`` installs it when missing (or stops with the
+command to run) and sets VBSF_STRICT_TESTS=true, under which a missing
+Chromium fails the run instead of skipping it; only a bare ``pytest``
+without that variable skips.
 """
 
 from __future__ import annotations
