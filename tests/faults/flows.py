@@ -135,13 +135,18 @@ def kill_mid_call(stack: Any, fault_id: str) -> None:
 
 
 def requests_to(
-    sim: Sim, path: str, *, grant_type: str | None = None
+    sim: Sim, path: str, *, grant_type: str | None = None, host: str | None = None
 ) -> list[dict[str, Any]]:
+    """What the simulator logged on ``path`` since the test's reset, at
+    ``host`` if given. A request still in flight at the reset (its worker
+    killed by the test before) is logged when it ends, in the next test's
+    log: counting one org's requests leaves it out."""
     return [
         r
         for r in sim.requests()
         if path in r["path"]
         and (grant_type is None or r.get("grant_type") == grant_type)
+        and (host is None or r["host"] == host)
     ]
 
 
@@ -151,6 +156,7 @@ def settle(
     at_least: int,
     *,
     grant_type: str | None = None,
+    host: str | None = None,
     quiet: float = 0.5,
     timeout: float = 15,
 ) -> int:
@@ -159,7 +165,7 @@ def settle(
     seconds; return how many there were."""
 
     def count() -> int:
-        return len(requests_to(sim, path, grant_type=grant_type))
+        return len(requests_to(sim, path, grant_type=grant_type, host=host))
 
     wait_for(lambda: count() >= at_least, timeout=timeout)
     seen = count()
