@@ -320,6 +320,9 @@ if CELERY_BROKER_URL.startswith("filesystem"):
         # for its task to start.
         "polling_interval": 0.1,
     }
+    # kombu's filesystem transport with whole-message writes (kombu#1551);
+    # an explicit transport wins over the URL's scheme in kombu.
+    CELERY_BROKER_TRANSPORT = "vbsf.filesystem_broker:Transport"
 else:
     # A task whose worker died is redelivered after this long (acks_late).
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}

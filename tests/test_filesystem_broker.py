@@ -1,0 +1,143 @@
+"""The embedded broker's messages appear whole (kombu#1551).
+
+A writer's ``_put`` is paused between creating its file and writing it (the
+pause is injected by wrapping the module's ``open``); meanwhile a reader
+looks at the queue the way kombu's ``_get`` does. kombu's stock transport
+shows an empty message file there, which killed a worker with
+JSONDecodeError; ours shows nothing until the message is whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from queue import Empty
+from types import ModuleType
+from typing import Any
+
+import pytest
+from kombu import Connection
+from kombu.transport import filesystem as stock
+
+from tests.live import wait_for
+from vbsf import filesystem_broker
+from vbsf.celery import app
+
+QUEUE = "celery"
+PAYLOAD = {"body": "x" * 4096, "headers": {"task": "demo"}}
+
+
+class PausedFile:
+    """A file whose first write waits until the test lets it go on."""
+
+    def __init__(self, handle: Any, opened: threading.Event, go: threading.Event):
+        self.handle = handle
+        self.opened = opened
+        self.go = go
+
+    def __enter__(self) -> PausedFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle.close()
+
+    def write(self, data: bytes) -> int:
+        self.opened.set()
+        assert self.go.wait(10), "the test never let the write go on"
+        return self.handle.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.handle, name)
+
+
+def channel_for(transport: type, folder: Path) -> Any:
+    for name in ("queue", "processed", "control"):
+        (folder / name).mkdir(exist_ok=True)
+    connection = Connection(
+        "filesystem://",
+        transport=transport,
+        transport_options={
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "control_folder": str(folder / "control"),
+        },
+    )
+    return connection.default_channel
+
+
+def queue_files(folder: Path) -> dict[str, bytes]:
+    """What kombu's reader would take: names ending in ``.<queue>.msg``."""
+    found = {}
+    for name in sorted(os.listdir(folder)):
+        if name.partition(".")[2] == f"{QUEUE}.msg":
+            try:
+                found[name] = (folder / name).read_bytes()
+            except FileNotFoundError:
+                continue
+    return found
+
+
+@pytest.fixture
+def paused_put(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Start ``_put`` in a thread, paused before its write; the test looks."""
+    started: list[threading.Thread] = []
+    go = threading.Event()
+
+    def start(module: ModuleType, transport: type) -> Any:
+        channel = channel_for(transport, tmp_path)
+        opened = threading.Event()
+
+        def paused_open(*args: Any, **kwargs: Any) -> PausedFile:
+            return PausedFile(open(*args, **kwargs), opened, go)
+
+        # Both modules call the builtin ``open`` by name; a module global
+        # shadows it for that module alone.
+        monkeypatch.setattr(module, "open", paused_open, raising=False)
+        writer = threading.Thread(target=channel._put, args=(QUEUE, PAYLOAD))
+        writer.start()
+        started.append(writer)
+        assert opened.wait(10), "_put never reached its write"
+        return channel
+
+    yield start, go
+    go.set()
+    for writer in started:
+        writer.join(10)
+
+
+def test_stock_transport_shows_an_empty_message_mid_put(
+    paused_put: Any, tmp_path: Path
+) -> None:
+    # The race this module exists for; if kombu ever writes atomically this
+    # fails, and vbsf/filesystem_broker.py can go.
+    start, _go = paused_put
+    start(stock, stock.Transport)
+    seen = queue_files(tmp_path / "queue")
+    assert list(seen.values()) == [b""]
+
+
+def test_our_transport_shows_no_message_until_it_is_whole(
+    paused_put: Any, tmp_path: Path
+) -> None:
+    start, go = paused_put
+    channel = start(filesystem_broker, filesystem_broker.Transport)
+    assert queue_files(tmp_path / "queue") == {}
+    with pytest.raises(Empty):
+        channel._get(QUEUE)
+
+    go.set()
+    whole = wait_for(lambda: queue_files(tmp_path / "queue"), timeout=10)
+    assert [json.loads(body) for body in whole.values()] == [PAYLOAD]
+    assert channel._get(QUEUE) == PAYLOAD
+    # No temporary file is left behind, and nothing else is queued.
+    assert os.listdir(tmp_path / "queue") == []
+
+
+def test_settings_choose_our_transport_for_the_embedded_broker() -> None:
+    with app.connection_for_write() as connection:
+        assert connection.transport_cls == "vbsf.filesystem_broker:Transport"
+        assert isinstance(connection.transport, filesystem_broker.Transport)
