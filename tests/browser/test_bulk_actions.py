@@ -11,6 +11,7 @@ from playwright.sync_api import expect
 
 from companies.models import RoleGrant
 from connections.models import BulkAction
+from orgs.health import orgs_check_now
 from orgs.models import ConnectionStatus, SalesforceOrg
 from tests.factories import (
     CompanyFactory,
@@ -97,3 +98,24 @@ def test_select_all_matching_and_check_now_complete_without_a_reload(page, stack
     assert (action.total, action.done, action.skipped) == (FLEET, FLEET, 0)
     assert action.filter_query == f"company={company.pk}"
     assert SalesforceOrg.objects.get(pk=live.pk).status == ConnectionStatus.CONNECTED
+
+
+def test_a_checking_row_refreshes_itself_in_place(page, stack):
+    """A row whose check runs polls itself: it stays in the list and shows the
+    outcome (it once inherited the rows' hx-select and polled itself away)."""
+    company = CompanyFactory(name="Row Fleet")
+    live = _fleet(stack, company)
+    user = UserFactory(username="olga", password="demo")
+    RoleGrant.objects.create(user=user, role="operator", company=company)
+    sign_in(page, stack, "olga")
+    # One slow Salesforce answer (within the read timeout): the row polls
+    # (every 3 s) while its check runs.
+    stack.sim.fault(kind="latency", latency_ms=8000, count=1)
+    orgs_check_now(org_ids=[live.pk])
+    page.goto(f"{stack.url}/orgs/?company={company.pk}")
+    row = page.get_by_role("row").filter(has_text="aaa-bulk-live")
+    expect(row.get_by_text("checking…")).to_be_visible()
+    expect(row.get_by_text("Connected", exact=True)).to_be_visible(timeout=30_000)
+    expect(row.get_by_text("checking…")).to_have_count(0)
+    # Every other row of the page is still there too.
+    expect(page.locator("#org-rows > tr")).to_have_count(50)
