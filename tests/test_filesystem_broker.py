@@ -23,6 +23,7 @@ from kombu import Connection
 from kombu.transport import filesystem as stock
 
 from tests.live import wait_for
+from tests.processes import CeleryWorkerProcess
 from vbsf import filesystem_broker
 from vbsf.celery import app
 
@@ -141,3 +142,50 @@ def test_settings_choose_our_transport_for_the_embedded_broker() -> None:
     with app.connection_for_write() as connection:
         assert connection.transport_cls == "vbsf.filesystem_broker:Transport"
         assert isinstance(connection.transport, filesystem_broker.Transport)
+
+
+def test_a_real_worker_takes_a_burst_of_messages_whole(tmp_path: Path) -> None:
+    """A worker polling the queue folder while eight threads send: every
+    message runs once, and the worker never meets a partial file."""
+    data_dir = tmp_path / "celery"
+    options = {
+        "data_folder_in": str(data_dir / "queue"),
+        "data_folder_out": str(data_dir / "queue"),
+        "processed_folder": str(data_dir / "processed"),
+        "control_folder": str(data_dir / "control"),
+    }
+    for folder in options.values():
+        os.makedirs(folder, exist_ok=True)
+    env = {**os.environ, "VBSF_CELERY_DATA_DIR": str(data_dir)}
+    worker = CeleryWorkerProcess(env, concurrency=2, log_path=tmp_path / "w.log")
+    worker.start()
+    sends, threads = 50, 8
+    try:
+
+        def send(thread: int) -> None:
+            with app.connection_for_write(transport_options=options) as connection:
+                for n in range(sends):
+                    # A builtin task that needs no database: it returns its
+                    # argument, and the worker logs it.
+                    app.send_task(
+                        "celery.accumulate",
+                        args=[f"burst-{thread}-{n}"],
+                        connection=connection,
+                    )
+
+        senders = [threading.Thread(target=send, args=(t,)) for t in range(threads)]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join(60)
+        wait_for(
+            lambda: worker.output().count("succeeded in") >= sends * threads,
+            timeout=60,
+        )
+        assert worker.process is not None and worker.process.poll() is None
+    finally:
+        worker.stop()
+    output = worker.output()
+    assert "Unrecoverable error" not in output
+    assert output.count("succeeded in") == sends * threads
+    assert os.listdir(options["data_folder_in"]) == []
