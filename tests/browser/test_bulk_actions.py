@@ -92,6 +92,7 @@ def test_select_all_matching_and_check_now_complete_without_a_reload(page, stack
     # The rows refreshed themselves once the action finished.
     row = page.get_by_role("row").filter(has_text="aaa-bulk-live")
     expect(row.get_by_text("Connected", exact=True)).to_be_visible()
+    expect(page.locator("#org-rows > tr")).to_have_count(50)  # no row lost
     assert not violations(page)  # the bar and the finished progress line
 
     action = BulkAction.objects.get()
