@@ -320,8 +320,10 @@ if CELERY_BROKER_URL.startswith("filesystem"):
         # for its task to start.
         "polling_interval": 0.1,
     }
-    # kombu's filesystem transport with whole-message writes (kombu#1551);
-    # an explicit transport wins over the URL's scheme in kombu.
+    # kombu's filesystem transport with whole-message writes: the stock one
+    # lets a worker read a half-written message and die (celery/kombu#1551).
+    # kombu takes an explicit transport over the URL's scheme, so code that
+    # points the app at another broker clears this too.
     CELERY_BROKER_TRANSPORT = "vbsf.filesystem_broker:Transport"
 else:
     # A task whose worker died is redelivered after this long (acks_late).

@@ -134,6 +134,12 @@ def kill_mid_call(stack: Any, fault_id: str) -> None:
     stack.workers.kill()
 
 
+def org_host(target: ConnectedOrg) -> str:
+    """The org's own Salesforce host (login and instance are one in the
+    simulator): what it logged there was sent for this org alone."""
+    return urlsplit(target.org.login_url).hostname or ""
+
+
 def requests_to(
     sim: Sim, path: str, *, grant_type: str | None = None, host: str | None = None
 ) -> list[dict[str, Any]]:

@@ -30,6 +30,7 @@ from tests.faults.flows import (
     finish,
     login_for_code,
     new_app,
+    org_host,
     requests_to,
     resume_later,
     start_change,
@@ -102,7 +103,9 @@ def publishing_to(url: str) -> Iterator[None]:
     another broker, and back afterwards."""
     from vbsf.celery import app
 
-    keys = ("broker_url", "broker_transport_options")
+    # broker_transport too: the embedded broker names its transport class
+    # (vbsf.filesystem_broker), which would override the URL's scheme.
+    keys = ("broker_url", "broker_transport", "broker_transport_options")
     saved = {key: app.conf[key] for key in keys}
 
     def forget_connections() -> None:
@@ -110,7 +113,7 @@ def publishing_to(url: str) -> Iterator[None]:
         app.amqp._producer_pool = None
 
     forget_connections()
-    app.conf.update(broker_url=url, broker_transport_options={})
+    app.conf.update(broker_url=url, broker_transport=None, broker_transport_options={})
     try:
         yield
     finally:
@@ -175,7 +178,9 @@ def test_staged_changes_complete_after_redis_restarts(fault_stack, private_redis
 
     assert org.connected_as_username == new_user
     assert audit_count("org.edit_connection", org=org) == 1
-    exchanges = requests_to(sim, TOKEN_PATH, grant_type="authorization_code")
+    exchanges = requests_to(
+        sim, TOKEN_PATH, grant_type="authorization_code", host=org_host(fast)
+    )
     assert len(exchanges) == 1
     assert SalesforceOrg.objects.get(pk=slow.org.pk).version == slow.org.version
     assert sim.token_active(slow.old_token)

@@ -30,6 +30,7 @@ from tests.faults.flows import (
     authorized_by_hand,
     change,
     connected_org,
+    org_host,
     settle,
 )
 from tests.live import wait_for
@@ -110,7 +111,7 @@ def test_the_same_change_finished_twice_at_once_applies_once(fault_stack):
     assert change(staged.pk).state == "applied"
     assert audit_count("org.edit_connection", org=org) == 1
     wait_for(lambda: not sim.token_active(target.old_token))
-    assert settle(sim, REVOKE_PATH, 1) == 1
+    assert settle(sim, REVOKE_PATH, 1, host=org_host(target)) == 1
     assert sim.token_active(new_token)
 
 

@@ -38,6 +38,7 @@ from tests.faults.flows import (
     kill_mid_call,
     login_for_code,
     new_app,
+    org_host,
     org_with_authorized_change,
     resume_later,
     settle,
@@ -68,7 +69,10 @@ def test_killed_during_the_code_exchange_the_change_can_be_authorized_again(
     kill_mid_call(fault_stack, slow)
     fault_stack.workers.restart()
     # Salesforce answered the dead worker: the code is spent.
-    assert settle(sim, TOKEN_PATH, 1, grant_type="authorization_code") == 1
+    exchanges = settle(
+        sim, TOKEN_PATH, 1, grant_type="authorization_code", host=org_host(target)
+    )
+    assert exchanges == 1
 
     interrupted = change(staged.pk)
     assert interrupted.state == "exchanging"
@@ -135,7 +139,7 @@ def test_killed_during_an_activation_probe_beat_restarts_the_probes(fault_stack)
     assert resume_later(120) == 0
     assert change(staged.pk).probe_count == 2
     # The killed probe (answered to no one) and the resumed one.
-    assert settle(sim, TOKEN_PATH, 2) == 2
+    assert settle(sim, TOKEN_PATH, 2, host=org_host(target)) == 2
     assert audit_count("connection_change.start") == 1
     assert audit_count("connection_change.expire") == 0
     assert audit_count("connection_change.fail") == 0
@@ -196,7 +200,7 @@ def test_killed_during_the_revoke_after_finish_redelivery_revokes_once(fault_sta
     org = finish(staged.pk, checked=False)
     kill_mid_call(fault_stack, hung)
     fault_stack.workers.restart()
-    settle(sim, REVOKE_PATH, 1)
+    settle(sim, REVOKE_PATH, 1, host=org_host(target))
 
     applied = change(staged.pk)
     assert applied.state == "applied"
@@ -215,7 +219,7 @@ def test_killed_during_the_revoke_after_finish_redelivery_revokes_once(fault_sta
     assert done.state == "applied" and done.old_refresh_token_encrypted == ""
     assert sim.token_active(new_token)
     assert audit_count("org.edit_connection", org=org) == 1
-    assert settle(sim, REVOKE_PATH, 2) == 2
+    assert settle(sim, REVOKE_PATH, 2, host=org_host(target)) == 2
 
 
 def test_beat_resends_a_revoke_lost_with_its_worker(fault_stack):
