@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,10 +140,37 @@ def test_our_transport_shows_no_message_until_it_is_whole(
     assert os.listdir(tmp_path / "queue") == []
 
 
+TRANSPORT_OF = """
+import django
+django.setup()
+from vbsf.celery import app
+with app.connection_for_write() as connection:
+    print(connection.transport_cls, type(connection.transport).__module__)
+"""
+
+
+def transport_for(broker_url: str) -> list[str]:
+    """The transport the console's settings choose for ``broker_url``, in a
+    fresh process (settings are read once; CI's run uses Redis)."""
+    env = os.environ | {"VBSF_BROKER_URL": broker_url}
+    done = subprocess.run(
+        [sys.executable, "-c", TRANSPORT_OF],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout.split()
+
+
 def test_settings_choose_our_transport_for_the_embedded_broker() -> None:
-    with app.connection_for_write() as connection:
-        assert connection.transport_cls == "vbsf.filesystem_broker:Transport"
-        assert isinstance(connection.transport, filesystem_broker.Transport)
+    assert transport_for("filesystem://") == [
+        "vbsf.filesystem_broker:Transport",
+        "vbsf.filesystem_broker",
+    ]
+    # Redis keeps kombu's own transport.
+    assert transport_for("redis://127.0.0.1:6379/15")[0] == "redis"
 
 
 def test_a_real_worker_takes_a_burst_of_messages_whole(tmp_path: Path) -> None:
