@@ -10,7 +10,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from django.conf import settings as django_settings
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EMAIL_DIR = Path(tempfile.gettempdir()) / f"vbsf-test-mail-{os.getpid()}"
 
 
-def missing_dependency(reason: str) -> None:
+def missing_dependency(reason: str) -> NoReturn:
     """Skip on a laptop without a system package; fail in CI, where
     VBSF_STRICT_TESTS=true and every dependency must be installed."""
     if os.environ.get("VBSF_STRICT_TESTS") == "true":
