@@ -25,8 +25,7 @@ from .campaigns import campaign_rows_change_refused
 from .changes import ChangeError, State
 from .revocation import (
     access_token_revoke_quietly,
-    change_token_revoke_later,
-    token_hand_to_ledger,
+    change_token_abandon,
 )
 from .verification import permission_check_start
 
@@ -216,7 +215,8 @@ def connection_change_exchange(*, change_id: int) -> str:
                 "Salesforce revoked the new token before the console could keep "
                 "it; nothing was changed. Authorize again.",
             )
-        change_previous_token_abandon(change)
+        # "Authorize again": the earlier sign-in's token is never used.
+        change_token_abandon(change=change, save=False)
         change.set_secret("new_refresh_token", tokens.refresh_token)
         change.new_instance_url = tokens.instance_url
         change.new_org_id = tokens.org_id
@@ -239,30 +239,6 @@ def connection_change_exchange(*, change_id: int) -> str:
         else:
             permission_check_start(actor=Actor.system(), change=change)
     return "authorized"
-
-
-def change_previous_token_abandon(change: ConnectionChange) -> None:
-    """ "Authorize again": the token of the earlier sign-in is never used, so
-    it is revoked rather than left alive at Salesforce."""
-    if not change.has_new_token:
-        return
-    if change.holds_replaced_token:
-        # The change's revocation slot is busy with an earlier token: the
-        # ledger holds this one and revokes it.
-        token_hand_to_ledger(
-            change=change,
-            token=change.get_secret("new_refresh_token"),
-            reason=RefreshTokenRecord.RevokeReason.ABANDONED,
-        )
-        change.release_new_token()
-        return
-    token_ledger.refresh_token_owed_by_fingerprint(
-        fingerprint=change.new_refresh_token_fingerprint,
-        reason=RefreshTokenRecord.RevokeReason.ABANDONED,
-        user_id=change.new_user_id,
-    )
-    change.abandon_new_token()
-    change_token_revoke_later(change=change)
 
 
 def through_link() -> Exists:

@@ -42,8 +42,11 @@ def change_token_revoke_later(*, change: ConnectionChange) -> None:
         enqueue_on_commit(REVOKE_TASK, change_id=change.pk)
 
 
-def change_token_abandon(*, change: ConnectionChange) -> None:
-    """The change's new token will never be used: revoke it."""
+def change_token_abandon(*, change: ConnectionChange, save: bool = True) -> None:
+    """The change's new token will never be used: revoke it.
+
+    ``save=False`` for a caller that saves the change itself in the same
+    transaction (a new sign-in replacing the earlier one's token)."""
     if not change.has_new_token:
         return
     if change.holds_replaced_token:
@@ -55,17 +58,16 @@ def change_token_abandon(*, change: ConnectionChange) -> None:
             reason=RefreshTokenRecord.RevokeReason.ABANDONED,
         )
         change.release_new_token()
+    else:
+        token_ledger.refresh_token_owed_by_fingerprint(
+            fingerprint=change.new_refresh_token_fingerprint,
+            reason=RefreshTokenRecord.RevokeReason.ABANDONED,
+            user_id=change.new_user_id,
+        )
+        change.abandon_new_token()
+        change_token_revoke_later(change=change)
+    if save:
         change.save()
-        return
-    fingerprint = change.new_refresh_token_fingerprint
-    change.abandon_new_token()
-    change.save()
-    token_ledger.refresh_token_owed_by_fingerprint(
-        fingerprint=fingerprint,
-        reason=RefreshTokenRecord.RevokeReason.ABANDONED,
-        user_id=change.new_user_id,
-    )
-    change_token_revoke_later(change=change)
 
 
 def token_hand_to_ledger(
