@@ -13,6 +13,7 @@ from django.db.models import (
     BigIntegerField,
     CharField,
     DateTimeField,
+    Exists,
     F,
     OuterRef,
     Q,
@@ -330,28 +331,26 @@ def campaign_rows_change_refused(*, change_id: int, message: str) -> None:
         campaign_row_event(row, message, state=CampaignOrg.State.FAILED)
 
 
-def campaign_close_if_done(*, campaign_id: int) -> bool:
-    """Close the campaign once every row is connected, skipped or expired.
+def campaign_close_if_done(*, campaign_id: int) -> None:
+    """Close the campaign once every row is connected, skipped or expired:
+    once the caller's transaction commits (at once outside one).
 
-    Runs in the caller's transaction, after its row changed. The campaign is
-    locked first: two rows finishing at once (links completed concurrently)
-    take turns here, so the second sees the first's row and closes it.
-    Beat's ``campaigns_expire`` closes any campaign missed all the same."""
-    locked = Campaign.objects.select_for_update().filter(
-        pk=campaign_id, closed_at__isnull=True
-    )
-    if not list(locked.values_list("pk", flat=True)):
-        return False
-    open_rows = CampaignOrg.objects.filter(campaign_id=campaign_id).exclude(
-        state__in=CampaignOrg.FINISHED_STATES
-    )
-    if open_rows.exists():
-        return False
-    return bool(
-        Campaign.objects.filter(pk=campaign_id, closed_at__isnull=True).update(
-            closed_at=timezone.now()
+    One UPDATE whose condition is that no row is open, run after the commit,
+    needs no lock: of two rows finishing at once, the one committed last
+    sees both finished and closes the campaign. Locking the campaign inside
+    the callers' transactions instead made every link of a campaign wait for
+    the others' whole apply. Beat's ``campaigns_expire`` closes any campaign
+    missed all the same (a worker killed between commit and close)."""
+
+    def close() -> None:
+        open_rows = CampaignOrg.objects.filter(campaign_id=OuterRef("pk")).exclude(
+            state__in=CampaignOrg.FINISHED_STATES
         )
-    )
+        Campaign.objects.filter(pk=campaign_id, closed_at__isnull=True).exclude(
+            Exists(open_rows)
+        ).update(closed_at=timezone.now())
+
+    transaction.on_commit(close)
 
 
 # --- beat -------------------------------------------------------------------

@@ -351,13 +351,22 @@ def test_connected_row_shows_the_user_and_uses_the_link_up(world):
     assert event.after["address"] == "198.51.100.7"
 
 
-def test_campaign_closes_when_every_row_is_finished(world):
+def test_campaign_closes_when_every_row_is_finished(
+    world, django_capture_on_commit_callbacks
+):
     campaign, row, _ = _linked_row(world)
     admin = Actor(user=world.users["administrator"])
-    _finish(row)
+    with django_capture_on_commit_callbacks(execute=True):
+        _finish(row)
     campaign.refresh_from_db()
     assert not campaign.is_closed
-    campaign_row_skip(actor=admin, row=campaign.rows.get(org=world.globex_org))
+    with django_capture_on_commit_callbacks(execute=True) as closing:
+        campaign_row_skip(actor=admin, row=campaign.rows.get(org=world.globex_org))
+        # Closed once the last row's transaction commits, not inside it: no
+        # lock on the campaign while a row is being finished.
+        campaign.refresh_from_db()
+        assert not campaign.is_closed
+    assert closing
     campaign.refresh_from_db()
     assert campaign.is_closed
     # Idempotent: skipping again changes nothing.
@@ -428,8 +437,9 @@ def test_beat_reminds_at_most_once_a_day_and_expires_at_the_deadline(
     Campaign.objects.filter(pk=campaign.pk).update(
         deadline=timezone.now() - timedelta(seconds=1)
     )
-    assert campaigns_expire() == 2
-    assert campaigns_expire() == 0
+    with django_capture_on_commit_callbacks(execute=True):
+        assert campaigns_expire() == 2
+        assert campaigns_expire() == 0
     campaign.refresh_from_db()
     assert campaign.is_closed
     assert set(campaign.rows.values_list("state", flat=True)) == {"expired"}
