@@ -23,6 +23,7 @@ from vbsf.queue import enqueue_on_commit
 from ..models import CampaignOrg, ConnectionChange, ExternalClientApp
 from .campaigns import campaign_rows_change_refused
 from .changes import ChangeError, State
+from .finish import reauthorization_apply_locked
 from .revocation import (
     access_token_revoke_quietly,
     change_token_abandon,
@@ -134,7 +135,10 @@ def connection_change_authorization_failed(
 def connection_change_exchange(*, change_id: int) -> str:
     """Exchange the stored code; check org, scopes and the user; keep tokens.
 
-    The code is wiped whatever happens: a code is single-use.
+    The code is wiped whatever happens: a code is single-use. Answers
+    "authorized" (an Edit Connection change, whose wizard Finishes), what
+    :func:`reauthorization_apply` answers for a re-authorization, or why
+    nothing was kept.
     """
     with transaction.atomic():
         change = (
@@ -202,7 +206,11 @@ def connection_change_exchange(*, change_id: int) -> str:
     except salesforce.SalesforceError:
         username = ""
     with transaction.atomic():
-        change = ConnectionChange.objects.select_for_update().get(pk=change_id)
+        change = (
+            ConnectionChange.objects.select_for_update(of=("self",))
+            .select_related("created_by")
+            .get(pk=change_id)
+        )
         if change.state != State.EXCHANGING:
             token_record(change, tokens, RefreshTokenRecord.RevokeReason.ABANDONED)
             return "skipped"
@@ -226,18 +234,18 @@ def connection_change_exchange(*, change_id: int) -> str:
         change.authorized_at = timezone.now()
         change.state = State.AUTHORIZED
         change.failure_code = change.failure_message = ""
-        change.save()
         if app.scopes != sorted(tokens.scopes):
             ExternalClientApp.objects.filter(pk=app.pk).update(
                 scopes=sorted(tokens.scopes)
             )
         if change.kind == ConnectionChange.Kind.REAUTHORIZE:
-            # Same app, new tokens: applied at once by its own task.
-            enqueue_on_commit(
-                "connections.tasks.apply_reauthorization", change_id=change_id
-            )
-        else:
-            permission_check_start(actor=Actor.system(), change=change)
+            # Same app, new tokens: applied at once, in the transaction that
+            # keeps the token (which saves the change). A task of its own
+            # would queue behind every other exchange, and nothing could
+            # leave the change authorized but not applied.
+            return reauthorization_apply_locked(change=change)
+        change.save()
+        permission_check_start(actor=Actor.system(), change=change)
     return "authorized"
 
 

@@ -174,8 +174,15 @@ def finish_new_org(
 @transaction.atomic
 def reauthorization_apply(*, change_id: int) -> str:
     """Re-authorization: the same app, the new user's tokens, applied as soon
-    as they are proven (no wizard, no Finish)."""
-    change = locked_change(change_id)
+    as they are proven (no wizard, no Finish). The exchange applies it in
+    the transaction that keeps the token; this is beat's way for a change an
+    earlier version of the console left authorized."""
+    return reauthorization_apply_locked(change=locked_change(change_id))
+
+
+def reauthorization_apply_locked(*, change: ConnectionChange) -> str:
+    """:func:`reauthorization_apply` of a change the caller's transaction
+    holds locked (with its creator, whom the audit names)."""
     if change.state != State.AUTHORIZED:
         return "skipped"
     org = org_locked(change.org_id, None)
@@ -208,7 +215,7 @@ def reauthorization_apply(*, change_id: int) -> str:
         before=before,
         after=org_snapshot(org),
     )
-    permission_check_start(actor=Actor(user=change.created_by), org=org)
+    permission_check_start(actor=Actor(user=change.created_by), org=org, follow_up=True)
     campaign_rows_change_finished(change=change, org=org)
     return "applied"
 

@@ -23,7 +23,7 @@ from connections import salesforce
 from orgs import token_ledger
 from orgs.models import RefreshTokenRecord, SalesforceOrg
 from vbsf import encryption
-from vbsf.queue import enqueue_now, enqueue_on_commit
+from vbsf.queue import PRIORITY_FOLLOW_UP, enqueue_now, enqueue_on_commit
 
 from ..models import ConnectionChange
 
@@ -39,7 +39,7 @@ RESEND_AFTER = timedelta(minutes=5)
 def change_token_revoke_later(*, change: ConnectionChange) -> None:
     """Revoke the token the change holds for revocation, after commit."""
     if change.holds_replaced_token:
-        enqueue_on_commit(REVOKE_TASK, change_id=change.pk)
+        enqueue_on_commit(REVOKE_TASK, change_id=change.pk, priority=PRIORITY_FOLLOW_UP)
 
 
 def change_token_abandon(*, change: ConnectionChange, save: bool = True) -> None:
@@ -171,7 +171,7 @@ def revocations_resume() -> int:
                     "Salesforce: revoke it in Setup → Connected Apps OAuth Usage.",
                 )
             continue
-        enqueue_now(REVOKE_TASK, change_id=change.pk)
+        enqueue_now(REVOKE_TASK, change_id=change.pk, priority=PRIORITY_FOLLOW_UP)
         resent += 1
     return resent + token_records_revoke_resume()
 
@@ -204,7 +204,9 @@ def token_records_revoke_resume() -> int:
                     "revoke it in Setup → Connected Apps OAuth Usage.",
                 )
             continue
-        enqueue_now(REVOKE_RECORD_TASK, record_id=record.pk)
+        enqueue_now(
+            REVOKE_RECORD_TASK, record_id=record.pk, priority=PRIORITY_FOLLOW_UP
+        )
         resent += 1
     return resent
 

@@ -12,7 +12,7 @@ from connections import salesforce
 from orgs.models import ConnectionStatus, SalesforceOrg
 from orgs.tokens import org_access_token
 from vbsf import encryption
-from vbsf.queue import enqueue_on_commit
+from vbsf.queue import PRIORITY_FOLLOW_UP, enqueue_on_commit
 
 from ..models import ConnectionChange, PermissionCheck
 from ..permissions import (
@@ -31,9 +31,12 @@ def permission_check_start(
     actor: Actor,
     org: SalesforceOrg | None = None,
     change: ConnectionChange | None = None,
+    follow_up: bool = False,
 ) -> PermissionCheck:
     """One INSERT, its task sent after the caller's commit (or at once
-    outside a transaction): no transaction, so no savepoint, of its own."""
+    outside a transaction): no transaction, so no savepoint, of its own.
+    ``follow_up``: started by the console after a re-authorization, not by
+    someone waiting on it; it queues behind what people are waiting on."""
     if (org is None) == (change is None):
         raise ValueError("Check either an org or a change.")
     if change is not None and not change.has_new_token:
@@ -44,7 +47,11 @@ def permission_check_start(
         change=change,
         requested_by=actor.user if actor.user and actor.user.is_authenticated else None,
     )
-    enqueue_on_commit("connections.tasks.verify_permissions", check_id=check.pk)
+    enqueue_on_commit(
+        "connections.tasks.verify_permissions",
+        check_id=check.pk,
+        priority=PRIORITY_FOLLOW_UP if follow_up else None,
+    )
     return check
 
 

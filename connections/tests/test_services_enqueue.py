@@ -12,6 +12,7 @@ from companies.audit import Actor
 from connections import services, tasks
 from connections.models import ConnectionChange
 from tests.factories import SalesforceOrgFactory
+from vbsf.queue import PRIORITY_FOLLOW_UP
 
 pytestmark = pytest.mark.django_db
 
@@ -73,4 +74,24 @@ def test_cancelling_a_change_with_a_new_token_enqueues_its_revocation(
     assert change.state == ConnectionChange.State.ROLLED_BACK
     assert not change.has_new_token
     assert change.get_secret("old_refresh_token") == "unused-token"
-    apply_async.assert_called_once_with(kwargs={"change_id": change.pk})
+    apply_async.assert_called_once_with(
+        kwargs={"change_id": change.pk}, priority=PRIORITY_FOLLOW_UP
+    )
+
+
+def test_a_check_someone_asked_for_goes_first_a_follow_up_after(
+    django_capture_on_commit_callbacks,
+):
+    org = SalesforceOrgFactory()
+    with (
+        mock.patch.object(tasks.verify_permissions, "apply_async") as apply_async,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        asked = services.permission_check_start(actor=Actor.system(), org=org)
+        follow_up = services.permission_check_start(
+            actor=Actor.system(), org=org, follow_up=True
+        )
+    assert apply_async.call_args_list == [
+        mock.call(kwargs={"check_id": asked.pk}),
+        mock.call(kwargs={"check_id": follow_up.pk}, priority=PRIORITY_FOLLOW_UP),
+    ]

@@ -17,7 +17,7 @@ from django.test import Client
 
 from companies.models import AuditEvent
 from connections.models import CampaignOrg, ConnectionChange, PermissionCheck
-from connections.services import authorization, finish, revocation, verification
+from connections.services import authorization, revocation, verification
 from orgs.models import RefreshTokenRecord
 from tests.factories import CompanyFactory
 from tests.integration.test_delegated_links import copied_link, failed_org, operator_of
@@ -25,16 +25,16 @@ from tests.simclient import salesforce_login
 
 pytestmark = pytest.mark.integration
 
-# Exchange: lock the change and wipe its code (4, with the savepoint pair);
-# the ledger's write-ahead: look the token up, insert it (with its own
-# savepoint pair), lock the user's live tokens (7); keep the token: lock
-# the change, claim the token, save the change, the app's scopes (6).
-EXCHANGE_QUERIES = 17
-# Apply: lock the change with its creator, the org; the ledger (2 updates);
-# save the org and the change; audit; the permission check; the campaign
-# row (lock, save, audit); the campaign (lock, any row left, close); the
-# savepoint pair.
-APPLY_QUERIES = 16
+# The exchange task, which applies a re-authorization itself. Lock the
+# change and wipe its code (4, with the savepoint pair); the ledger's
+# write-ahead: look the token up, insert it (with its own savepoint pair),
+# lock the user's live tokens (7); keep the token and apply, in one
+# transaction: lock the change with its creator, claim the token, the app's
+# scopes, lock the org; the ledger (2 updates); save the org and the change;
+# audit; the permission check; the campaign row (lock, save, audit); the
+# savepoint pair (15); once committed, the campaign's close if no row is
+# left open (one update, no lock).
+EXCHANGE_QUERIES = 27
 # Permission check: the check, the org, the result, the org's status.
 CHECK_QUERIES = 6
 # Revoke: the change, then mark it and the ledger revoked.
@@ -65,15 +65,16 @@ def link(settings, sim, db):
 
 
 def test_one_link_costs_the_worker_a_constant_number_of_queries(
-    link, django_assert_num_queries
+    link, django_assert_num_queries, django_capture_on_commit_callbacks
 ):
     row, change = link
-    with django_assert_num_queries(EXCHANGE_QUERIES):
+    with (
+        django_assert_num_queries(EXCHANGE_QUERIES),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
         assert authorization.connection_change_exchange(change_id=change.pk) == (
-            "authorized"
+            "applied"
         )
-    with django_assert_num_queries(APPLY_QUERIES):
-        assert finish.reauthorization_apply(change_id=change.pk) == "applied"
     check = PermissionCheck.objects.get(org_id=row.org_id)
     with django_assert_num_queries(CHECK_QUERIES):
         assert verification.permission_check_run(check_id=check.pk) == "done"

@@ -1,0 +1,113 @@
+"""Follow-up work queues behind what people wait on (vbsf.queue).
+
+On a private ``redis-server``: the console's own ``enqueue_now`` sends three
+follow-ups (old-token revokes) and then one journey task (an exchange), all
+before any worker runs; then a real worker with one thread starts, and the
+journey task is the first it takes. Before follow-ups had a priority of
+their own, the worker took the four in the order they were sent.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.live import missing_dependency, wait_for
+from tests.processes import CeleryWorkerProcess
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Sent in this order, before the worker starts. The IDs match no row: each
+# task finds nothing to do, which is all this test needs.
+SEND = """
+from django import setup
+setup()
+from vbsf.queue import PRIORITY_FOLLOW_UP, enqueue_now
+from connections.services.revocation import REVOKE_TASK
+for change_id in (990001, 990002, 990003):
+    enqueue_now(REVOKE_TASK, change_id=change_id, priority=PRIORITY_FOLLOW_UP)
+enqueue_now("connections.tasks.exchange_code", change_id=990004)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture
+def broker_url() -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        missing_dependency("redis-server is not installed")
+    folder = tempfile.mkdtemp(prefix="vbsf-priorities-")
+    port = _free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: _pings(redis.Redis(port=port)), timeout=20)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.kill()
+        process.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_worker_takes_what_people_wait_on_before_follow_ups(
+    broker_url: str, tmp_path: Path
+) -> None:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("VBSF_BROKER_URL", "VBSF_CACHE_URL"))
+    }
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "vbsf.settings",
+            "VBSF_BROKER_URL": broker_url,
+            "VBSF_DATABASE_URL": f"sqlite:///{tmp_path / 'priorities.sqlite3'}",
+        }
+    )
+    subprocess.run(
+        [sys.executable, "-c", SEND], cwd=ROOT, env=env, check=True, timeout=60
+    )
+    # Three follow-ups wait on their own list, the exchange on the default one.
+    client = redis.Redis.from_url(broker_url)
+    lists = {key.decode(): client.llen(key) for key in client.keys("celery*")}
+    assert sorted(lists.values()) == [1, 3], lists
+    worker = CeleryWorkerProcess(env, concurrency=1, log_path=tmp_path / "worker.log")
+    worker.start()
+    try:
+        wait_for(lambda: worker.output().count(" received") >= 4, timeout=60)
+    finally:
+        worker.stop()
+    taken = re.findall(
+        r"Task connections\.tasks\.(\w+)\[[^\]]+\] received", worker.output()
+    )
+    assert taken == [
+        "exchange_code",
+        "revoke_old_token",
+        "revoke_old_token",
+        "revoke_old_token",
+    ], worker.output()[-3000:]
