@@ -96,8 +96,8 @@ def prepare_environment(*, quick: bool, orgs: int | None = None) -> BenchEnv:
         "VBSF_ALLOWED_HOSTS": "testserver,127.0.0.1,localhost",
         "VBSF_PUBLIC_URL": PUBLIC_URL,
         "VBSF_DATABASE_URL": env.database_url,
-        # As in .env.example: persistent connections, like production.
-        "VBSF_DB_CONN_MAX_AGE": "60",
+        # As in .env.example: a connection pool per process, like production.
+        "VBSF_DB_POOL_SIZE": "10",
         "VBSF_BROKER_URL": env.broker_url,
         "VBSF_LOG_LEVEL": "WARNING",
         # Never let the beat-style periodic jobs or mails interfere.

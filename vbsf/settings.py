@@ -152,6 +152,20 @@ DATABASES = {
         conn_max_age=envint("DB_CONN_MAX_AGE", 0),
     )
 }
+DB_POOL_SIZE = envint("DB_POOL_SIZE", 0)
+if DB_POOL_SIZE > 0 and DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    # psycopg's pool (Django's "pool" option), up to this many connections per
+    # process. Celery's Django fix-up closes the connection after every task,
+    # so a worker without a pool opens a new PostgreSQL backend for each task
+    # (persistent connections do not survive that); with one, closing hands
+    # the connection back. The pool and VBSF_DB_CONN_MAX_AGE exclude each other.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # the pool checks on loan
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": DB_POOL_SIZE,
+        "timeout": envint("DB_POOL_TIMEOUT", 10),
+    }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Worker and web server share the file: wait for locks instead of failing.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20

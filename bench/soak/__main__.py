@@ -103,7 +103,7 @@ def _environment(redis: PrivateRedis, sim_url: str, web_port: int) -> dict[str, 
         "VBSF_PUBLIC_URL": f"http://127.0.0.1:{web_port}",
         "VBSF_DATABASE_URL": os.environ.get("VBSF_SOAK_DATABASE_URL")
         or DEFAULT_DATABASE_URL,
-        "VBSF_DB_CONN_MAX_AGE": "60",
+        "VBSF_DB_POOL_SIZE": "10",
         "VBSF_BROKER_URL": redis.url(0),
         "VBSF_CACHE_URL": redis.url(1),
         "VBSF_SALESFORCE_SIMULATOR_URL": sim_url,
