@@ -68,6 +68,7 @@ from .common import (
 SMALL = 10
 LARGE = 1_000
 LINKS = 200
+LINK_RUNS = 3
 LATENCY_MS = 100
 WORKER_CONCURRENCY = 8
 # Worker processes sharing that concurrency: one, as docker-compose.yml's
@@ -245,12 +246,12 @@ def measure_pages(env: BenchEnv, admin: Any) -> dict[str, Any]:
 # --- 3: delegated links ---------------------------------------------------------
 
 
-def _link_fixture(count: int) -> dict[str, Any]:
+def _link_fixture(count: int, first: int = 0) -> dict[str, Any]:
     from connections.demo import ALL_PERMISSIONS
     from connections.salesforce.urls import to_18
 
     orgs = []
-    for n in range(count):
+    for n in range(first, first + count):
         user_id = to_18(f"0057c0000{n:06d}")
         key = f"3MVG9LINKS{n:075d}"
         orgs.append(
@@ -292,9 +293,12 @@ def _link_fixture(count: int) -> dict[str, Any]:
     return {"orgs": orgs}
 
 
-def seed_links(simulator: Simulator, admin: Any, count: int) -> dict[str, Any]:
+def seed_links(
+    simulator: Simulator, admin: Any, count: int, first: int = 0
+) -> dict[str, Any]:
     """``count`` orgs live in the simulator, connected in the console with
-    their old token; one campaign of them, each row with a copied link."""
+    their old token; one campaign of them, each row with a copied link.
+    ``first``: the number of the first org, so that runs do not collide."""
     from companies.access import AccessProfile
     from companies.audit import Actor
     from companies.models import Company
@@ -303,7 +307,7 @@ def seed_links(simulator: Simulator, admin: Any, count: int) -> dict[str, Any]:
     from orgs.models import ConnectionStatus, SalesforceOrg
 
     sim = simulator.sim
-    fixture = _link_fixture(count)
+    fixture = _link_fixture(count, first)
     loaded = sim.post("/fixture", fixture)["loaded"]
     if loaded["refresh_tokens"] != count:
         raise BenchError(f"the simulator loaded {loaded}, not {count} orgs")
@@ -313,7 +317,7 @@ def seed_links(simulator: Simulator, admin: Any, count: int) -> dict[str, Any]:
         for o in sim.get("/orgs")["orgs"]
         if o["org_id"] in wanted
     }
-    company = Company.objects.create(name="Campaign links")
+    company = Company.objects.create(name=f"Campaign links {first}")
     people: dict[int, dict[str, str]] = {}
     pks = []
     for raw in fixture["orgs"]:
@@ -385,6 +389,14 @@ class ConsoleServer:
             # address).
             "VBSF_BEHIND_PROXY": "true",
         }
+        # Production serves hashed static names from `collectstatic` output
+        # (the Docker image runs it at build time): a fresh clone has none.
+        subprocess.run(
+            [sys.executable, "manage.py", "collectstatic", "--noinput", "-v", "0"],
+            cwd=ROOT,
+            env=environment,
+            check=True,
+        )
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 [
@@ -528,14 +540,16 @@ def _worker_requests(entries: list[dict[str, Any]], offset: float) -> list[float
     )
 
 
-def measure_links(env: BenchEnv, simulator: Simulator, admin: Any) -> dict[str, Any]:
+def measure_links(
+    env: BenchEnv, simulator: Simulator, admin: Any, run: int = 0
+) -> dict[str, Any]:
     from django.utils import timezone
 
     from companies.models import AuditEvent
     from connections.models import CampaignOrg, ConnectionChange
 
     sim = simulator.sim
-    seeded = seed_links(simulator, admin, LINKS)
+    seeded = seed_links(simulator, admin, LINKS, first=run * LINKS)
     campaign, pks, links, people = (
         seeded["campaign"],
         seeded["pks"],
@@ -618,6 +632,11 @@ def measure_links(env: BenchEnv, simulator: Simulator, admin: Any) -> dict[str, 
     entries = sim.requests()
     offset = float(sim.get("/clock")["offset_seconds"])
     ends = _worker_requests(entries, offset)
+    # How long the simulator itself held the worker's requests (its latency
+    # included): the rest of what the worker waits is on its own side.
+    held = sorted(
+        e["duration_ms"] for e in entries if "/oauth2/authorize" not in e["path"]
+    )
     person_requests = len(entries) - len(ends)
     worker_requests = len(ends)
     times = _link_times(campaign.pk, pks, since)
@@ -637,6 +656,23 @@ def measure_links(env: BenchEnv, simulator: Simulator, admin: Any) -> dict[str, 
         else wall
     )
     ideal = worker_requests * LATENCY_MS / 1000 / WORKER_CONCURRENCY
+    # The worker's clock: from its first Salesforce request (a person came
+    # back with a code; before that it has nothing to do) to the last link's
+    # work done. That is the span the ideal describes: the worker's requests
+    # at full concurrency.
+    first_request = min(
+        (
+            e["time"] - offset - e["duration_ms"] / 1000
+            for e in entries
+            if "/oauth2/authorize" not in e["path"]
+        ),
+        default=None,
+    )
+    wall_worker = (
+        times["done"].timestamp() - first_request
+        if first_request is not None and times["done"]
+        else wall
+    )
 
     connected = CampaignOrg.objects.filter(
         campaign=campaign, state=CampaignOrg.State.CONNECTED
@@ -670,20 +706,36 @@ def measure_links(env: BenchEnv, simulator: Simulator, admin: Any) -> dict[str, 
     }
     return {
         "links": LINKS,
-        "links_ratio_to_ideal": ratio(wall_connected, ideal_connected),
+        # The worker's first Salesforce request .. the last link's work done
+        # (row connected, permissions checked, replaced token revoked),
+        # against every worker request x latency / concurrency.
+        "links_ratio_to_ideal": ratio(wall_worker, ideal),
         "links_lost": LINKS - connected,
         "links_double_applied": len(doubled),
-        "links_wall_s": rounded(wall_connected),
-        "links_ideal_s": rounded(ideal_connected),
-        "links_worker_requests_in_wall": in_window,
-        "links_ratio_to_ideal_all_work": ratio(wall_all, ideal),
-        "links_wall_all_work_s": rounded(wall_all),
-        "links_ideal_all_work_s": rounded(ideal),
+        "links_wall_s": rounded(wall_worker),
+        "links_ideal_s": rounded(ideal),
+        # The same from the first link opened: the first person's own time
+        # at Salesforce (the console's pages, the login form) included.
+        "links_ratio_from_first_link_opened": ratio(wall_all, ideal),
+        "links_wall_from_first_link_opened_s": rounded(wall_all),
+        "links_first_worker_request_s": rounded(
+            first_request - times["opened"].timestamp()
+        )
+        if first_request is not None and times["opened"]
+        else None,
+        # First link opened .. last row connected, against the worker
+        # requests inside that window only. Not the target: follow-ups queue
+        # behind exchanges (vbsf.queue), so the window holds the exchanges
+        # and their database work but few of the requests the ideal counts.
+        "links_ratio_connected_window": ratio(wall_connected, ideal_connected),
+        "links_last_row_connected_s": rounded(wall_connected),
+        "links_connected_window_ideal_s": rounded(ideal_connected),
+        "links_worker_requests_in_connected_window": in_window,
         "links_polled_wall_s": rounded(wall),
         "links_persons_done_s": rounded(persons_s),
-        "links_rows_connected_s": rounded(connected_at[0]) if connected_at else None,
         "links_worker_requests": worker_requests,
         "links_worker_requests_per_link": round(worker_requests / LINKS, 2),
+        "links_simulator_held_ms_median": median(held) if held else None,
         "links_person_requests": person_requests,
         "links_latency_ms": LATENCY_MS,
         "links_worker_concurrency": WORKER_CONCURRENCY,
@@ -698,7 +750,21 @@ def measure_links(env: BenchEnv, simulator: Simulator, admin: Any) -> dict[str, 
 def run(env: BenchEnv, simulator: Simulator) -> dict[str, Any]:
     admin = _admin()
     result = measure_pages(env, admin)
-    result |= measure_links(env, simulator, admin)
+    # Runs on two shared cores vary by several percent: the figures are the
+    # median run's (by ratio), lost and double-applied are summed over all.
+    runs = sorted(
+        (measure_links(env, simulator, admin, run=n) for n in range(LINK_RUNS)),
+        key=lambda r: r["links_ratio_to_ideal"],
+    )
+    result |= runs[len(runs) // 2]
+    result["links_runs"] = LINK_RUNS
+    result["links_ratio_to_ideal_runs"] = [r["links_ratio_to_ideal"] for r in runs]
+    result["links_ratio_from_first_link_opened_runs"] = [
+        r["links_ratio_from_first_link_opened"] for r in runs
+    ]
+    result["links_lost"] = sum(r["links_lost"] for r in runs)
+    result["links_double_applied"] = sum(r["links_double_applied"] for r in runs)
+    result["links_errors"] = [e for r in runs for e in r["links_errors"]][:5]
     result["targets"] = {
         "links_ratio_to_ideal_at_most": TARGET_LINKS_RATIO,
         "met": result["links_ratio_to_ideal"] <= TARGET_LINKS_RATIO
@@ -736,22 +802,30 @@ def table(result: dict[str, Any]) -> str:
             f"{result['links']} delegated links at once ({result['links_persons_at_once']}"
             f" people), simulator at {result['links_latency_ms']} ms, worker "
             f"{result['links_worker_concurrency']} threads in "
-            f"{result['links_worker_processes']} processes: first link opened to "
-            f"last row connected {result['links_wall_s']} s vs ideal "
-            f"{result['links_ideal_s']} s ({result['links_worker_requests_in_wall']}"
-            " worker requests meanwhile x latency / concurrency): ratio "
-            f"{result['links_ratio_to_ideal']} "
-            f"(target <= {targets['links_ratio_to_ideal_at_most']})",
-            f"until all the links' work was done (permission checks, old tokens "
-            f"revoked): {result['links_wall_all_work_s']} s vs "
-            f"{result['links_ideal_all_work_s']} s "
-            f"({result['links_worker_requests']} worker requests): ratio "
-            f"{result['links_ratio_to_ideal_all_work']}",
+            f"{result['links_worker_processes']} processes, median of "
+            f"{result['links_runs']} runs: the worker's first Salesforce request "
+            f"to the last link's work done (connected, permissions checked, old "
+            f"token revoked) {result['links_wall_s']} s vs ideal "
+            f"{result['links_ideal_s']} s ({result['links_worker_requests']} "
+            f"worker requests x latency / concurrency): ratio "
+            f"{result['links_ratio_to_ideal']} (runs "
+            f"{result['links_ratio_to_ideal_runs']}; target <= "
+            f"{targets['links_ratio_to_ideal_at_most']})",
+            f"from the first link opened ({result['links_first_worker_request_s']}"
+            f" s before the worker's first request): "
+            f"{result['links_wall_from_first_link_opened_s']} s, ratio "
+            f"{result['links_ratio_from_first_link_opened']} (runs "
+            f"{result['links_ratio_from_first_link_opened_runs']})",
+            f"last row connected {result['links_last_row_connected_s']} s after "
+            f"the first link opened (people done after "
+            f"{result['links_persons_done_s']} s); against the "
+            f"{result['links_worker_requests_in_connected_window']} worker "
+            f"requests in that window only: ratio "
+            f"{result['links_ratio_connected_window']}",
             f"lost {result['links_lost']}, double-applied "
-            f"{result['links_double_applied']}; live tokens per org: "
-            f"{result['links_live_tokens']}; people done after "
-            f"{result['links_persons_done_s']} s, every row connected after "
-            f"{result['links_rows_connected_s']} s",
+            f"{result['links_double_applied']} (all runs); live tokens per org: "
+            f"{result['links_live_tokens']}; simulator held a worker request "
+            f"{result['links_simulator_held_ms_median']} ms (median)",
             "CPU s during the links: "
             + ", ".join(f"{k} {v}" for k, v in result["links_cpu_s"].items())
             + f" (machine: {os.cpu_count()} cores)",
