@@ -28,6 +28,7 @@ from orgs.tokens import org_refresh_token_store
 from tests.conftest import world  # noqa: F401
 from tests.factories import ExternalClientAppFactory, SalesforceOrgFactory
 from vbsf import encryption
+from vbsf.queue import PRIORITY_FOLLOW_UP
 
 pytestmark = pytest.mark.django_db
 
@@ -200,7 +201,9 @@ def test_a_rotation_that_lost_to_a_newer_token_is_revoked(enqueued):
     assert rotated.revoke_reason == Reason.ABANDONED
     assert rotated.get_revoke_token() == "orphan"
     enqueued.assert_called_once_with(
-        "connections.tasks.revoke_refresh_token", record_id=rotated.pk
+        "connections.tasks.revoke_refresh_token",
+        record_id=rotated.pk,
+        priority=PRIORITY_FOLLOW_UP,
     )
 
 
@@ -264,7 +267,9 @@ def owed(token: str, enqueued: Any) -> RefreshTokenRecord:
 def test_a_held_token_is_revoked_and_wiped(http, enqueued):
     record = owed("wrong-org-token", enqueued)
     enqueued.assert_called_once_with(
-        "connections.tasks.revoke_refresh_token", record_id=record.pk
+        "connections.tasks.revoke_refresh_token",
+        record_id=record.pk,
+        priority=PRIORITY_FOLLOW_UP,
     )
     http.post(REVOKE_URL, status=200)
 
@@ -299,7 +304,9 @@ def test_beat_resends_a_lost_revoke_then_gives_up_with_an_audit_event(enqueued):
         assert revocation.token_records_revoke_resume() == 1
         assert revocation.token_records_revoke_resume() == 0  # waits again
         send.assert_called_once_with(
-            "connections.tasks.revoke_refresh_token", record_id=record.pk
+            "connections.tasks.revoke_refresh_token",
+            record_id=record.pk,
+            priority=PRIORITY_FOLLOW_UP,
         )
         RefreshTokenRecord.objects.filter(pk=record.pk).update(
             revoke_requested_at=timezone.now() - timedelta(minutes=6),
@@ -568,7 +575,9 @@ def test_a_token_typed_in_the_admin_is_recorded_and_the_replaced_one_revoked(
         and old.get_revoke_token() == "typed-before"
     )
     enqueued.assert_called_once_with(
-        "connections.tasks.revoke_refresh_token", record_id=old.pk
+        "connections.tasks.revoke_refresh_token",
+        record_id=old.pk,
+        priority=PRIORITY_FOLLOW_UP,
     )
 
 
