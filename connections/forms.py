@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from companies.models import Company
@@ -212,4 +213,19 @@ class CampaignLinkForm(forms.Form):
         label="Email address",
         max_length=254,
         widget=forms.EmailInput(attrs={"autocomplete": "off"}),
+    )
+
+
+class CampaignSettingsForm(forms.Form):
+    """A campaign's name and deadline (SPEC §9), in the console's time zone."""
+
+    name = forms.CharField(label="Name", max_length=120)
+    deadline = forms.DateTimeField(
+        label=f"Deadline ({settings.TIME_ZONE})",
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"],
+        widget=forms.DateTimeInput(
+            attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"
+        ),
+        help_text="Links stop working then; at most 90 days from now. Rows that "
+        "already expired stay expired.",
     )

@@ -89,6 +89,7 @@ campaign_urlpatterns = [
     path("", campaigns.campaign_list, name="list"),
     path("<id:pk>/", campaigns.campaign_detail, name="detail"),
     path("<id:pk>/live/", campaigns.campaign_live, name="live"),
+    path("<id:pk>/settings/", campaigns.campaign_settings, name="settings"),
     path(
         "<id:pk>/rows/<id:row_pk>/reauthorize/",
         campaigns.campaign_row_reauthorize,

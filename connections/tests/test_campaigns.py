@@ -532,9 +532,9 @@ def test_reauthorize_now_logs_the_console_user_in_and_links_the_change(world):
 @pytest.mark.django_db(transaction=True)
 def test_two_links_finishing_at_once_close_the_campaign(world, monkeypatch):
     """Both rows are saved (not committed) before either checks whether the
-    campaign is done: the lock on the campaign makes the second see the
-    first. On SQLite the writers are serialized anyway (the barrier times
-    out); on PostgreSQL, as in CI, they really overlap."""
+    campaign is done: the close runs after each commit, so the one committed
+    last sees both rows finished. On SQLite the writers are serialized anyway
+    (the barrier times out); on PostgreSQL, as in CI, they really overlap."""
     campaign, _ = _create(
         world.users["administrator"], [world.acme_org.pk, world.globex_org.pk]
     )
@@ -990,3 +990,108 @@ def test_an_org_moved_to_another_company_leaves_the_operators_campaign(world):
     globex.force_login(globex_operator)
     html = globex.get(f"/campaigns/{campaign.pk}/").content.decode()
     assert "acme-prod" in html and "Re-authorize now" in html
+
+
+# --- name and deadline --------------------------------------------------------
+
+
+def _settings(client, campaign, name, deadline):
+    return client.post(
+        f"/campaigns/{campaign.pk}/settings/",
+        {"name": name, "deadline": deadline},
+    )
+
+
+def _local(when) -> str:
+    return timezone.localtime(when).strftime("%Y-%m-%dT%H:%M")
+
+
+def test_an_administrator_renames_a_campaign_and_moves_its_deadline(world):
+    campaign = _campaign(world)
+    admin = world.client_for("administrator")
+    page = admin.get(f"/campaigns/{campaign.pk}/").content.decode()
+    assert "Change name or deadline" in page
+    later = (timezone.now() + timedelta(days=20)).replace(second=0, microsecond=0)
+    response = _settings(admin, campaign, "  Rotation of March  ", _local(later))
+    assert response.status_code == 302
+    campaign.refresh_from_db()
+    assert campaign.name == "Rotation of March" and campaign.deadline == later
+    event = AuditEvent.objects.get(action="campaign.update")
+    assert event.actor == world.users["administrator"]
+    assert event.after == {
+        "campaign": campaign.pk,
+        "name": "Rotation of March",
+        "deadline": later.isoformat(),
+    }
+    assert event.before["name"] != "Rotation of March"
+    assert "“Rotation of March”" in event.summary
+    # The same values again change nothing and audit nothing.
+    assert (
+        _settings(admin, campaign, "Rotation of March", _local(later)).status_code
+        == 302
+    )
+    assert AuditEvent.objects.filter(action="campaign.update").count() == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "days", "typed", "message"),
+    [
+        ("", 3, None, "This field is required."),
+        ("x" * 121, 3, None, "at most 120 characters"),
+        ("Fine", -1, None, "Choose a deadline in the future."),
+        ("Fine", 91, None, "Choose a deadline within 90 days."),
+        ("Fine", 3, "next tuesday", "Enter a valid date/time."),
+        ("Fine", 3, "2026-13-45T99:99", "Enter a valid date/time."),
+    ],
+)
+def test_bad_name_or_deadline_gets_a_clear_message_and_changes_nothing(
+    world, name, days, typed, message
+):
+    campaign = _campaign(world)
+    before = (campaign.name, campaign.deadline)
+    when = typed or _local(timezone.now() + timedelta(days=days))
+    response = _settings(world.client_for("administrator"), campaign, name, when)
+    assert response.status_code == 422
+    assert message in response.content.decode()
+    campaign.refresh_from_db()
+    assert (campaign.name, campaign.deadline) == before
+    assert not AuditEvent.objects.filter(action="campaign.update").exists()
+
+
+def test_only_who_may_reauthorize_in_every_company_changes_a_campaign(world):
+    both = _campaign(world)  # Acme and Globex; the operator is Acme's only
+    operator = world.client_for("operator")
+    assert (
+        "Change name or deadline"
+        not in operator.get(f"/campaigns/{both.pk}/").content.decode()
+    )
+    later = _local(timezone.now() + timedelta(days=10))
+    refused = _settings(operator, both, "Mine now", later)
+    assert refused.status_code == 422
+    assert "Operator of every company" in refused.content.decode()
+    both.refresh_from_db()
+    assert both.name != "Mine now"
+    assert (
+        _settings(world.client_for("viewer"), both, "Viewer's", later).status_code
+        == 403
+    )
+    acme_only, _ = _create(world.users["operator"], [world.acme_org.pk])
+    assert _settings(operator, acme_only, "Acme March", later).status_code == 302
+    acme_only.refresh_from_db()
+    assert acme_only.name == "Acme March"
+
+
+def test_a_closed_campaign_keeps_its_name_and_deadline(world):
+    campaign = _campaign(world)
+    Campaign.objects.filter(pk=campaign.pk).update(closed_at=timezone.now())
+    admin = world.client_for("administrator")
+    assert (
+        "Change name or deadline"
+        not in admin.get(f"/campaigns/{campaign.pk}/").content.decode()
+    )
+    later = _local(timezone.now() + timedelta(days=10))
+    response = _settings(admin, campaign, "Too late", later)
+    assert response.status_code == 422
+    assert "This campaign is closed" in response.content.decode()
+    campaign.refresh_from_db()
+    assert campaign.name != "Too late"

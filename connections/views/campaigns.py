@@ -20,7 +20,7 @@ from orgs.selectors import token_budget_for, token_budgets_for
 from vbsf.views import render_form
 
 from .. import oauth_flows, selectors
-from ..forms import CampaignLinkForm
+from ..forms import CampaignLinkForm, CampaignSettingsForm
 from ..models import Campaign, CampaignOrg
 from ..services import campaigns, delegation
 from .org_page import TOKEN_BUDGET_CONFIRMED
@@ -31,9 +31,11 @@ def campaign_context(
     campaign: Campaign,
     *,
     bad_email: tuple[int, str, list[str]] | None = None,
+    settings_form: CampaignSettingsForm | None = None,
 ) -> dict[str, Any]:
     """The page's counts and rows; ``bad_email`` is (row, typed, errors) of
-    a "Send link" that came back with its error."""
+    a "Send link" that came back with its error, ``settings_form`` the name
+    and deadline form that did."""
     access = request.access  # type: ignore[attr-defined]
     page = selectors.campaign_rows_page(
         access=access, campaign=campaign, number=page_number(request)
@@ -51,8 +53,16 @@ def campaign_context(
             row.email_value, row.email_errors = bad_email[1], bad_email[2]
     rows_budget_warnings(rows)
     counts = selectors.campaign_counts(access=access, campaign=campaign)
+    may_change = not campaign.is_closed and campaigns.campaign_may_change(
+        access=access, campaign=campaign
+    )
+    if may_change and settings_form is None:
+        settings_form = CampaignSettingsForm(
+            initial={"name": campaign.name, "deadline": campaign.deadline}
+        )
     return {
         "campaign": campaign,
+        "settings_form": settings_form if may_change else None,
         "companies": selectors.campaign_companies(access=access, campaign=campaign),
         "counts": counts,
         "state_counts": [
@@ -94,6 +104,36 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(
         request, "connections/campaign_detail.html", campaign_context(request, campaign)
     )
+
+
+@require_POST
+@require_capability(Capability.REAUTHORIZE)
+def campaign_settings(request: HttpRequest, pk: int) -> HttpResponse:
+    """ "Change name or deadline"."""
+    campaign = selectors.campaign_get(access=request.access, pk=pk)  # type: ignore[attr-defined]
+    form = CampaignSettingsForm(request.POST)
+    if form.is_valid():
+        try:
+            campaigns.campaign_update(
+                actor=Actor.from_request(request),
+                access=request.access,  # type: ignore[attr-defined]
+                campaign=campaign,
+                name=form.cleaned_data["name"],
+                deadline=form.cleaned_data["deadline"],
+            )
+        except campaigns.CampaignError as exc:
+            form.add_error(exc.field, str(exc))
+        else:
+            messages.success(request, "Name and deadline saved.")
+            return redirect("campaigns:detail", pk=campaign.pk)
+    context = campaign_context(request, campaign, settings_form=form)
+    if context["settings_form"] is None:
+        # A form this user does not see (not theirs to change, or the
+        # campaign closed meanwhile): the reason goes at the top.
+        for errors in form.errors.values():
+            for error in errors:
+                messages.error(request, error)
+    return render_form(request, "connections/campaign_detail.html", context)
 
 
 @require_GET

@@ -9,8 +9,10 @@ invalid-link page; the campaign page's counts move without a reload."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 from playwright.sync_api import expect
 
 from companies.access import AccessProfile
@@ -70,6 +72,24 @@ def test_operator_runs_a_campaign_with_delegated_links(browser, page, stack):
     expect(page.locator("[data-count=total]")).to_have_text(str(total))
     expect(page.locator("[data-count=pending]")).to_have_text(str(total))
     assert not violations(page)
+
+    # Name it and give the admins two weeks; a past deadline is refused.
+    page.get_by_text("Change name or deadline").click()
+    page.get_by_label("Name").fill("Initech after the app rotation")
+    past = timezone.localtime(timezone.now() - timedelta(days=1))
+    page.get_by_label(re.compile("^Deadline")).fill(past.strftime("%Y-%m-%dT%H:%M"))
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#campaign-settings .field [role=alert]")).to_contain_text(
+        "Choose a deadline in the future."
+    )
+    assert not violations(page)
+    deadline = timezone.localtime(timezone.now() + timedelta(days=14))
+    page.get_by_label(re.compile("^Deadline")).fill(deadline.strftime("%Y-%m-%dT%H:%M"))
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("h1")).to_have_text("Initech after the app rotation")
+    expect(page.locator("main")).to_contain_text(
+        f"deadline {deadline.strftime('%Y-%m-%d %H:%M')}"
+    )
 
     # Send links to the Salesforce admins of the first two orgs.
     for org in (first, second):
