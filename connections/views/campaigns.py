@@ -53,16 +53,9 @@ def campaign_context(
             row.email_value, row.email_errors = bad_email[1], bad_email[2]
     rows_budget_warnings(rows)
     counts = selectors.campaign_counts(access=access, campaign=campaign)
-    may_change = not campaign.is_closed and campaigns.campaign_may_change(
-        access=access, campaign=campaign
-    )
-    if may_change and settings_form is None:
-        settings_form = CampaignSettingsForm(
-            initial={"name": campaign.name, "deadline": campaign.deadline}
-        )
     return {
         "campaign": campaign,
-        "settings_form": settings_form if may_change else None,
+        "settings_form": campaign_settings_form(request, campaign, settings_form),
         "companies": selectors.campaign_companies(access=access, campaign=campaign),
         "counts": counts,
         "state_counts": [
@@ -71,6 +64,22 @@ def campaign_context(
         "page": page,
         "rows": rows,
     }
+
+
+def campaign_settings_form(
+    request: HttpRequest,
+    campaign: Campaign,
+    form: CampaignSettingsForm | None,
+) -> CampaignSettingsForm | None:
+    """The name and deadline form, for who may change an open campaign."""
+    access = request.access  # type: ignore[attr-defined]
+    if campaign.is_closed or not campaigns.campaign_may_change(
+        access=access, campaign=campaign
+    ):
+        return None
+    return form or CampaignSettingsForm(
+        initial={"name": campaign.name, "deadline": campaign.deadline}
+    )
 
 
 def rows_budget_warnings(rows: list[CampaignOrg]) -> None:
