@@ -201,7 +201,8 @@ class Incident(models.Model):
 
 class Invitation(models.Model):
     """An invitation to the console: a one-time link where the invitee sets
-    a password. The link's token is stored only as its SHA-256 hash."""
+    a password. The link's token is kept as its SHA-256 hash, and encrypted
+    only until a task has mailed it."""
 
     email = models.EmailField()
     # {"administrator": bool, "companies": {"<company id>": "<role>"}}
@@ -226,12 +227,24 @@ class Invitation(models.Model):
         help_text="The user who accepted it.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # The link's token, encrypted, only until the worker has mailed it (a
+    # task message never carries it); then wiped.
+    token_encrypted = models.TextField(blank=True, default="")
+    mailed_at = models.DateTimeField(null=True, blank=True)
+    mail_error = models.CharField(max_length=300, blank=True, default="")
 
     class Meta:
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"Invitation for {self.email}"
+
+    @property
+    def mail_state(self) -> str:
+        """ "sent", "failed" or "sending", for the Open invitations list."""
+        if self.mailed_at:
+            return "sent"
+        return "failed" if self.mail_error else "sending"
 
 
 class NotificationChannel(models.Model):

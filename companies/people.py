@@ -2,9 +2,10 @@
 
 An Administrator invites someone by email; the invitee opens a one-time
 link (``/invite/<token>/``, valid ``INVITATION_HOURS``) and sets a password
-that Django's password validators accept. The token is mailed and never
-stored: the invitation keeps its SHA-256 hash. Each write is one
-transaction with one audit event.
+that Django's password validators accept. The invitation keeps the token's
+SHA-256 hash; a task mails the link (no request waits on the mail server),
+reading the token encrypted on the invitation and wiping it once sent.
+Each write is one transaction with one audit event.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from django.db import transaction
 from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
+
+from vbsf import encryption
+from vbsf.queue import enqueue_on_commit
 
 from . import signin_throttle
 from .audit import Actor, audit_record
@@ -94,15 +98,10 @@ def _normalized_email(email: str) -> str:
 # --- invitations ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class InviteResult:
-    invitation: Invitation
-    emailed: bool
-
-
-def users_invite(*, actor: Actor, email: str, roles: Roles) -> InviteResult:
-    """Invite ``email`` with ``roles``: a new one-time link by email. An
-    earlier invitation to the same address that is still open is revoked."""
+def users_invite(*, actor: Actor, email: str, roles: Roles) -> Invitation:
+    """Invite ``email`` with ``roles``: a new one-time link, mailed by a task
+    after commit. An earlier invitation to the same address that is still
+    open is revoked."""
     email = _normalized_email(email)
     token = secrets.token_urlsafe(32)
     with transaction.atomic():
@@ -119,6 +118,7 @@ def users_invite(*, actor: Actor, email: str, roles: Roles) -> InviteResult:
             email=email,
             roles=roles.as_json(),
             token_hash=token_hash(token),
+            token_encrypted=encryption.encrypt(token),
             expires_at=timezone.now() + timedelta(hours=settings.INVITATION_HOURS),
             created_by=actor.user
             if actor.user and actor.user.is_authenticated
@@ -130,12 +130,29 @@ def users_invite(*, actor: Actor, email: str, roles: Roles) -> InviteResult:
             summary=f"Invited {email}",
             after={"email": email, "roles": roles.described()},
         )
-    return InviteResult(invitation, _invitation_email(invitation, token))
+        enqueue_on_commit(INVITATION_MAIL_TASK, invitation_id=invitation.pk)
+    return invitation
 
 
-def _invitation_email(invitation: Invitation, token: str) -> bool:
-    """Mail the link; False if the mail server refused (the Administrator
-    can invite again, which revokes this link)."""
+INVITATION_MAIL_TASK = "companies.tasks.send_invitation"
+
+
+def invitation_mail_send(*, invitation_id: int) -> str:
+    """The task: mail the link of an open invitation, then wipe its token.
+    A refusal by the mail server is kept on the invitation for the Users
+    page (the Administrator invites again, which revokes this link); a
+    worker lost in between sends it again."""
+    invitation = Invitation.objects.filter(pk=invitation_id).first()
+    if invitation is None or not invitation.token_encrypted:
+        return "skipped"
+    if (
+        invitation.used_at
+        or invitation.revoked_at
+        or invitation.expires_at <= timezone.now()
+    ):
+        Invitation.objects.filter(pk=invitation.pk).update(token_encrypted="")
+        return "skipped"
+    token = encryption.decrypt(invitation.token_encrypted)
     link = settings.PUBLIC_URL + reverse("invite", args=[token])
     hours = settings.INVITATION_HOURS
     try:
@@ -152,8 +169,14 @@ def _invitation_email(invitation: Invitation, token: str) -> bool:
         )
     except (OSError, ValueError) as exc:  # smtplib's errors are OSErrors
         logger.warning("invitation email to %s failed: %s", invitation.email, exc)
-        return False
-    return True
+        Invitation.objects.filter(pk=invitation.pk).update(
+            token_encrypted="", mail_error=str(exc)[:300] or type(exc).__name__
+        )
+        return "failed"
+    Invitation.objects.filter(pk=invitation.pk).update(
+        token_encrypted="", mailed_at=timezone.now(), mail_error=""
+    )
+    return "sent"
 
 
 def invitation_for_token(token: str) -> Invitation | None:

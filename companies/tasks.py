@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from .notifications import notification_deliver, notification_deliveries_resume
+from .people import invitation_mail_send
 
 
 @shared_task(ignore_result=True, acks_late=True)
@@ -17,3 +18,8 @@ def deliver_notification(*, delivery_id: int) -> None:
 @shared_task(ignore_result=True)
 def resume_notifications() -> None:
     notification_deliveries_resume()
+
+
+@shared_task(ignore_result=True, acks_late=True)
+def send_invitation(*, invitation_id: int) -> None:
+    invitation_mail_send(invitation_id=invitation_id)

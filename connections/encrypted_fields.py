@@ -21,6 +21,7 @@ ENCRYPTED_FIELDS: list[tuple[str, str]] = [
     ("connections.CampaignOrg", "demo_mail_encrypted"),
     ("companies.NotificationChannel", "secret_encrypted"),
     ("companies.NotificationChannel", "url_encrypted"),
+    ("companies.Invitation", "token_encrypted"),
 ]
 
 

@@ -5,6 +5,7 @@ broker by default, Redis in CI) and the test database."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -128,3 +129,17 @@ def wait_for(
             return result
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+def mailed(to: str, pattern: str) -> str:
+    """What ``pattern`` matches in the mail to ``to`` that the live worker
+    wrote (the file backend, EMAIL_DIR), waiting for it."""
+
+    def find() -> str | None:
+        for path in sorted(EMAIL_DIR.glob("*.log")):
+            for message in path.read_text().split("-" * 79):
+                if f"To: {to}" in message and (m := re.search(pattern, message)):
+                    return m.group(0)
+        return None
+
+    return wait_for(find)

@@ -16,11 +16,13 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from companies import people, tasks
 from companies.audit import Actor
 from companies.models import AuditEvent, Invitation, RoleGrant
 from companies.models import ConsoleSession as Session
 from companies.people import (
     Roles,
+    invitation_mail_send,
     roles_of,
     token_hash,
     user_deactivate,
@@ -28,10 +30,23 @@ from companies.people import (
     users_invite,
 )
 from tests.factories import CompanyFactory, RoleGrantFactory, UserFactory
+from vbsf.queue import enqueue_on_commit
 
 pytestmark = pytest.mark.django_db
 User = get_user_model()
 GOOD_PASSWORD = "correct-horse-battery-staple-42"
+
+
+@pytest.fixture(autouse=True)
+def mailed_at_once(monkeypatch):
+    """The worker's task runs at once, inside the test's transaction (the
+    enqueue after commit is tested on its own below)."""
+
+    def run(name, **kwargs):
+        assert name == people.INVITATION_MAIL_TASK
+        invitation_mail_send(**kwargs)
+
+    monkeypatch.setattr(people, "enqueue_on_commit", run)
 
 
 @pytest.fixture
@@ -57,18 +72,37 @@ def _path(link: str) -> str:
     return "/" + link.split("/", 3)[3]
 
 
-def test_invite_mails_a_link_and_stores_only_the_token_hash(admin_client):
+def test_invite_mails_a_link_from_a_task_and_keeps_only_the_token_hash(
+    admin_client, monkeypatch, django_capture_on_commit_callbacks
+):
+    monkeypatch.setattr(people, "enqueue_on_commit", enqueue_on_commit)
     acme = CompanyFactory(name="Acme")
-    response = admin_client.post(
-        "/users/invite/",
-        {"email": "New.Person@Example.com", f"company_{acme.pk}": "operator"},
-    )
+    with (
+        mock.patch.object(tasks.send_invitation, "apply_async") as apply_async,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        response = admin_client.post(
+            "/users/invite/",
+            {"email": "New.Person@Example.com", f"company_{acme.pk}": "operator"},
+        )
     assert response.status_code == 302
+    invitation = Invitation.objects.get()
+    # The task message carries the invitation's ID, never its token; the
+    # request sent no mail.
+    apply_async.assert_called_once_with(kwargs={"invitation_id": invitation.pk})
+    assert not mail.outbox and invitation.mail_state == "sending"
+    sending = admin_client.get("/users/").content.decode()
+    assert "Sending…" in sending and 'hx-trigger="every 2s"' in sending
+    assert invitation_mail_send(invitation_id=invitation.pk) == "sent"
     link = _link_from_mail()
     token = link.rstrip("/").rsplit("/", 1)[1]
-    invitation = Invitation.objects.get()
+    invitation.refresh_from_db()
+    assert invitation.mail_state == "sent" and invitation.token_encrypted == ""
     assert invitation.email == "new.person@example.com"
     assert invitation.token_hash == token_hash(token) != token
+    # Sent once: the task again (a redelivery) sends nothing more.
+    assert invitation_mail_send(invitation_id=invitation.pk) == "skipped"
+    assert len(mail.outbox) == 1
     assert (
         timedelta(hours=71)
         < invitation.expires_at - timezone.now()
@@ -80,6 +114,32 @@ def test_invite_mails_a_link_and_stores_only_the_token_hash(admin_client):
     # The list shows the open invitation; the page never shows the token.
     page = admin_client.get("/users/").content.decode()
     assert "new.person@example.com" in page and token not in page
+    assert "Sent " in page and 'hx-trigger="every 2s"' not in page
+
+
+def test_a_refused_invitation_mail_is_said_on_the_users_page(admin, admin_client):
+    with mock.patch.object(
+        people, "send_mail", side_effect=OSError("Connection refused")
+    ):
+        invitation = users_invite(
+            actor=Actor(user=admin), email="bo@example.com", roles=Roles(True)
+        )
+    invitation.refresh_from_db()
+    assert invitation.mail_state == "failed" and invitation.token_encrypted == ""
+    page = admin_client.get("/users/").content.decode()
+    assert "Not sent: Connection refused." in page
+    assert "invite again" in page
+
+
+def test_a_revoked_invitation_is_not_mailed(admin, monkeypatch):
+    monkeypatch.setattr(people, "enqueue_on_commit", lambda name, **kwargs: None)
+    invitation = users_invite(
+        actor=Actor(user=admin), email="bo@example.com", roles=Roles(True)
+    )
+    Invitation.objects.filter(pk=invitation.pk).update(revoked_at=timezone.now())
+    assert invitation_mail_send(invitation_id=invitation.pk) == "skipped"
+    assert not mail.outbox
+    assert Invitation.objects.get(pk=invitation.pk).token_encrypted == ""
 
 
 def test_the_invite_page_names_the_configured_link_lifetime(admin_client, settings):
@@ -107,8 +167,8 @@ def test_a_new_invitation_revokes_the_open_one(admin):
         actor=Actor(user=admin), email="bo@example.com", roles=Roles(True, {})
     )
     users_invite(actor=Actor(user=admin), email="bo@example.com", roles=Roles(True, {}))
-    first.invitation.refresh_from_db()
-    assert first.invitation.revoked_at is not None
+    first.refresh_from_db()
+    assert first.revoked_at is not None
     old_link = _path(
         re.search(r"https?://\S+/invite/\S+/", mail.outbox[0].body).group(0)
     )
@@ -260,14 +320,10 @@ def test_a_revoked_invitation_link_is_refused(admin, admin_client):
     result = users_invite(
         actor=Actor(user=admin), email="bo@example.com", roles=Roles(True)
     )
-    response = admin_client.post(
-        f"/users/invitations/{result.invitation.pk}/revoke/", follow=True
-    )
+    response = admin_client.post(f"/users/invitations/{result.pk}/revoke/", follow=True)
     assert "The invitation of bo@example.com is revoked." in response.content.decode()
     assert Client().get(_path(_link_from_mail())).status_code == 404
     assert AuditEvent.objects.filter(action="user.invite_revoke").count() == 1
-    again = admin_client.post(
-        f"/users/invitations/{result.invitation.pk}/revoke/", follow=True
-    )
+    again = admin_client.post(f"/users/invitations/{result.pk}/revoke/", follow=True)
     assert "was already used or revoked" in again.content.decode()
     assert AuditEvent.objects.filter(action="user.invite_revoke").count() == 1

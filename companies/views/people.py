@@ -44,7 +44,13 @@ def _user(pk: int) -> UserModel:
 @require_GET
 @require_capability(Capability.MANAGE_USERS)
 def user_index(request: HttpRequest) -> HttpResponse:
-    context = {"users": user_list(), "invitations": invitation_pending_list()}
+    invitations = list(invitation_pending_list())
+    context = {
+        "users": user_list(),
+        "invitations": invitations,
+        # The list refreshes itself until every email is out (or refused).
+        "invitations_sending": any(i.mail_state == "sending" for i in invitations),
+    }
     return render(request, "companies/users.html", context)
 
 
@@ -56,7 +62,7 @@ def user_invite(request: HttpRequest) -> HttpResponse:
     )
     if request.method == "POST" and form.is_valid():
         try:
-            result = users_invite(
+            invitation = users_invite(
                 actor=Actor.from_request(request),
                 email=form.cleaned_data["email"],
                 roles=form.roles(),
@@ -64,15 +70,11 @@ def user_invite(request: HttpRequest) -> HttpResponse:
         except ValidationError as exc:
             form.add_error("email", exc)
         else:
-            email = result.invitation.email
-            if result.emailed:
-                messages.success(request, f"Invitation sent to {email}.")
-            else:
-                messages.error(
-                    request,
-                    f"The invitation for {email} is saved, but the email could "
-                    "not be sent. Check the mail settings and invite again.",
-                )
+            messages.success(
+                request,
+                f"Invitation for {invitation.email} saved; Open invitations "
+                "below says when the email is sent.",
+            )
             return redirect("users:list")
     context = {"form": form, "invitation_hours": settings.INVITATION_HOURS}
     return render_form(request, "companies/users_invite.html", context)

@@ -26,7 +26,7 @@ from tests.factories import (
     SalesforceOrgFactory,
     UserFactory,
 )
-from tests.live import EMAIL_DIR, wait_for
+from tests.live import mailed, wait_for
 from tests.simclient import salesforce_login
 
 pytestmark = pytest.mark.integration
@@ -68,15 +68,7 @@ def operator_of(company):
 
 
 def mailed_link(email: str) -> str:
-    def find():
-        for path in sorted(EMAIL_DIR.glob("*.log")):
-            text = path.read_text()
-            for message in text.split("-" * 79):
-                if f"To: {email}" in message and (m := re.search(r"/r/\S+/", message)):
-                    return m.group(0)
-        return None
-
-    return wait_for(find)
+    return mailed(email, r"/r/\S+/")
 
 
 def log_in_through(link: str, browser: Client, username: str) -> str:
