@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -24,7 +24,7 @@ from companies.audit import Actor, audit_record
 from companies.models import Company
 from connections import salesforce
 from connections.salesforce.urls import InvalidSalesforceUrl, normalize_org_url
-from orgs.models import OrgType, SalesforceOrg
+from orgs.models import ConnectionStatus, OrgType, SalesforceOrg
 from orgs.services import org_snapshot
 from vbsf import encryption
 from vbsf.queue import enqueue_now, enqueue_on_commit
@@ -53,6 +53,21 @@ _SECRET_RE = re.compile(r"^[\x21-\x7e]{8,255}$")  # printable ASCII, no spaces
 
 class ChangeError(Exception):
     """A change cannot go on; the message tells the admin why and what to do."""
+
+
+def org_url_moved(org: SalesforceOrg, then: str) -> str:
+    """Why nobody is sent to Salesforce for an org whose URL changed (SPEC:
+    enhanced domains): its old address answers nothing, so the login, the
+    activation probes and every token would fail there. ``then``: what to
+    do once the URL is fixed. Empty when the org's URL is current."""
+    if org.status != ConnectionStatus.URL_CHANGED:
+        return ""
+    now_at = f" at {org.suggested_url}" if org.suggested_url else " at a new URL"
+    return (
+        f"Salesforce now answers {org.label}{now_at}, not at {org.login_url}. "
+        "The org's URL must be updated in the console first (Edit organization "
+        f"URL); then {then}."
+    )
 
 
 def time_scale() -> float:
@@ -130,6 +145,8 @@ def connection_change_start(
     """Stage new credentials for an org (or a new org) and start probing."""
     if org is not None:
         org = SalesforceOrg.objects.select_for_update().get(pk=org.pk)
+        if moved := org_url_moved(org, "change the connection"):
+            raise ValidationError({NON_FIELD_ERRORS: [moved]})
         login_url = org.login_url
         org_type = org.org_type
     else:

@@ -14,7 +14,7 @@ from orgs.models import SalesforceOrg
 
 from ..models import ConnectionChange
 from .authorization import connection_change_begin_authorization
-from .changes import ChangeError, State
+from .changes import ChangeError, State, org_url_moved
 from .revocation import change_token_abandon
 
 
@@ -31,6 +31,8 @@ def reauthorization_start(
         raise ChangeError(
             "This org has no client app yet: use Edit Connection to set one up."
         )
+    if moved := org_url_moved(org, "re-authorize it"):
+        raise ChangeError(moved)
     # An earlier re-authorization left open ends; a token it already got
     # is revoked, not left alive at Salesforce.
     for earlier in org.connection_changes.filter(
