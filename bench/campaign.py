@@ -229,6 +229,7 @@ def measure_pages(env: BenchEnv, admin: Any) -> dict[str, Any]:
         campaign_ms.append(timed(_get, client, url)[1])
         list_ms.append(timed(_get, client, "/orgs/")[1])
     return {
+        "new_pages_queries": new_pages_queries(admin, small, large, created),
         "create_queries_10": created[SMALL]["queries"],
         "create_queries_1000": created[LARGE]["queries"],
         "create_ms_10": rounded(created[SMALL]["ms"]),
@@ -241,6 +242,90 @@ def measure_pages(env: BenchEnv, admin: Any) -> dict[str, Any]:
         "org_list_queries": list_queries,
         "page_runs": runs,
     }
+
+
+def new_pages_queries(
+    admin: Any, small: Any, large: Any, created: dict[int, dict[str, Any]]
+) -> dict[str, dict[str, int]]:
+    """SQL queries of each page fleet operations added, at 10 and at 1,000
+    rows: the campaign page as an Administrator and as an Operator of the
+    company, the campaign list (10 and 1,000 campaigns), the org list and the
+    operator queue with their bulk bar (a company of 10 and one of 1,000
+    failed orgs), a bulk action's progress page (over 10 and 1,000 orgs), and
+    a delegated link's page (one org, whatever the campaign's size)."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+    from django.utils import timezone
+
+    from companies.audit import Actor
+    from companies.models import Role, RoleGrant
+    from connections.models import BulkAction, Campaign, CampaignOrg
+    from connections.services import delegation
+    from orgs.models import ConnectionStatus, SalesforceOrg
+
+    companies = {SMALL: small, LARGE: large}
+    SalesforceOrg.objects.filter(company__in=[small, large]).update(
+        status=ConnectionStatus.FAILED
+    )
+    operator = get_user_model().objects.create_user("bench-operator", password=None)
+    for company in companies.values():
+        RoleGrant.objects.create(user=operator, role=Role.OPERATOR, company=company)
+    clients = {}
+    for name, user in (("admin", admin), ("operator", operator)):
+        clients[name] = Client()
+        clients[name].force_login(user)
+
+    def count(client: Any, url: str) -> int:
+        _get(client, url)  # warm
+        return _queries_and_ms(lambda: _get(client, url))[1]
+
+    pages: dict[str, dict[str, int]] = {}
+    for size in (SMALL, LARGE):
+        company = companies[size]
+        campaign_url = f"/campaigns/{created[size]['id']}/"
+        bulk = clients["admin"].post(
+            "/orgs/bulk/",
+            {
+                "action": "check",
+                "all_matching": "1",
+                "filter_query": f"company={company.pk}&status=failed",
+                "source": "queue",
+            },
+        )
+        if bulk.status_code != 302:
+            raise BenchError(f"the bulk action answered {bulk.status_code}")
+        action = BulkAction.objects.filter(created_by=admin).latest("pk")
+        row = CampaignOrg.objects.filter(campaign_id=created[size]["id"]).first()
+        link = delegation.campaign_row_link_copy(actor=Actor(user=admin), row=row)
+        found = {
+            "campaign page (Administrator)": (clients["admin"], campaign_url),
+            "campaign page (Operator)": (clients["operator"], campaign_url),
+            "org list with the bulk bar": (
+                clients["operator"],
+                f"/orgs/?company={company.pk}",
+            ),
+            "operator queue with the bulk bar": (
+                clients["operator"],
+                f"/orgs/queue/?company={company.pk}",
+            ),
+            "bulk action progress": (clients["admin"], f"/orgs/bulk/{action.pk}/"),
+            "delegated link page": (Client(), urlsplit(link).path),
+        }
+        for name, (client, url) in found.items():
+            pages.setdefault(name, {})[str(size)] = count(client, url)
+    # The campaign list with the campaigns made so far (a dozen), then with
+    # 1,000 (50 a page).
+    lists = pages.setdefault("campaign list", {})
+    lists[str(Campaign.objects.count())] = count(clients["admin"], "/campaigns/")
+    made = Campaign.objects.bulk_create(
+        Campaign(name=f"Bench list {n}", deadline=timezone.now())
+        for n in range(LARGE - Campaign.objects.count())
+    )
+    Campaign.companies.through.objects.bulk_create(
+        Campaign.companies.through(campaign_id=c.pk, company_id=large.pk) for c in made
+    )
+    lists[str(Campaign.objects.count())] = count(clients["admin"], "/campaigns/")
+    return pages
 
 
 # --- 3: delegated links ---------------------------------------------------------
@@ -826,6 +911,11 @@ def table(result: dict[str, Any]) -> str:
             f"{result['links_double_applied']} (all runs); live tokens per org: "
             f"{result['links_live_tokens']}; simulator held a worker request "
             f"{result['links_simulator_held_ms_median']} ms (median)",
+            "queries of the new pages at 10 / 1,000 rows: "
+            + "; ".join(
+                f"{name} " + " / ".join(str(v) for v in counts.values())
+                for name, counts in result["new_pages_queries"].items()
+            ),
             "CPU s during the links: "
             + ", ".join(f"{k} {v}" for k, v in result["links_cpu_s"].items())
             + f" (machine: {os.cpu_count()} cores)",
