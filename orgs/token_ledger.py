@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from companies.audit import Actor, audit_record
 from vbsf import encryption
-from vbsf.queue import PRIORITY_FOLLOW_UP, enqueue_on_commit
+from vbsf.queue import PRIORITY_BACKGROUND, enqueue_on_commit
 
 from .models import RefreshTokenRecord, SalesforceOrg
 
@@ -220,7 +220,7 @@ def refresh_token_revoke_later(
     record.save(update_fields=fields)
     if token:
         enqueue_on_commit(
-            REVOKE_RECORD_TASK, record_id=record.pk, priority=PRIORITY_FOLLOW_UP
+            REVOKE_RECORD_TASK, record_id=record.pk, priority=PRIORITY_BACKGROUND
         )
 
 

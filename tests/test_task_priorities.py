@@ -1,10 +1,11 @@
 """Follow-up work queues behind what people wait on (vbsf.queue).
 
 On a private ``redis-server``: the console's own ``enqueue_now`` sends three
-follow-ups (old-token revokes) and then one journey task (an exchange), all
-before any worker runs; then a real worker with one thread starts, and the
-journey task is the first it takes. Before follow-ups had a priority of
-their own, the worker took the four in the order they were sent.
+revokes of old tokens (nobody waits on them), then a permission check that
+follows a re-authorization, then an exchange (a person waits on it), all
+before any worker runs; then a real worker with one thread starts and takes
+the exchange first, the check next, the revokes last. Without priorities it
+took them in the order they were sent.
 """
 
 from __future__ import annotations
@@ -32,10 +33,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SEND = """
 from django import setup
 setup()
-from vbsf.queue import PRIORITY_FOLLOW_UP, enqueue_now
+from vbsf.queue import PRIORITY_BACKGROUND, PRIORITY_FOLLOW_UP, enqueue_now
 from connections.services.revocation import REVOKE_TASK
 for change_id in (990001, 990002, 990003):
-    enqueue_now(REVOKE_TASK, change_id=change_id, priority=PRIORITY_FOLLOW_UP)
+    enqueue_now(REVOKE_TASK, change_id=change_id, priority=PRIORITY_BACKGROUND)
+enqueue_now(
+    "connections.tasks.verify_permissions", check_id=990005, priority=PRIORITY_FOLLOW_UP
+)
 enqueue_now("connections.tasks.exchange_code", change_id=990004)
 """
 
@@ -92,14 +96,14 @@ def test_a_worker_takes_what_people_wait_on_before_follow_ups(
     subprocess.run(
         [sys.executable, "-c", SEND], cwd=ROOT, env=env, check=True, timeout=60
     )
-    # Three follow-ups wait on their own list, the exchange on the default one.
+    # Each priority has its list: revokes, the check, the exchange.
     client = redis.Redis.from_url(broker_url)
     lists = {key.decode(): client.llen(key) for key in client.keys("celery*")}
-    assert sorted(lists.values()) == [1, 3], lists
+    assert sorted(lists.values()) == [1, 1, 3], lists
     worker = CeleryWorkerProcess(env, concurrency=1, log_path=tmp_path / "worker.log")
     worker.start()
     try:
-        wait_for(lambda: worker.output().count(" received") >= 4, timeout=60)
+        wait_for(lambda: worker.output().count(" received") >= 5, timeout=60)
     finally:
         worker.stop()
     taken = re.findall(
@@ -107,6 +111,7 @@ def test_a_worker_takes_what_people_wait_on_before_follow_ups(
     )
     assert taken == [
         "exchange_code",
+        "verify_permissions",
         "revoke_old_token",
         "revoke_old_token",
         "revoke_old_token",

@@ -26,14 +26,16 @@ def task_named(name: str) -> Any:
 
 
 # Message priorities. The Redis transport keeps a list per priority step
-# and its workers poll them in order, 0 first (the embedded broker ignores
-# priorities). Work a person is watching happens at the default, 0; work that
-# follows it and that nobody waits on (the permission check after a
-# re-authorization was applied, the revoke of a replaced token) comes after:
-# under a burst of delegated links every person's org connects without
-# queueing behind the others' follow-ups, which still run as soon as the
-# worker has a free thread.
-PRIORITY_FOLLOW_UP = 6
+# (0, 3, 6, 9) and its workers poll them in order, 0 first (the embedded
+# broker ignores priorities). What a person is waiting on right now happens
+# at the default, 0: an exchange that connects their org. What they read
+# next comes after it: the permission check the console starts once a
+# re-authorization is applied (the delegated result page shows it below
+# "Connected as"). What nobody waits on comes last: the revoke of a replaced
+# or abandoned token. Under a burst of delegated links every person's org
+# connects first; the rest runs as soon as the worker has a free thread.
+PRIORITY_FOLLOW_UP = 3
+PRIORITY_BACKGROUND = 6
 
 
 def enqueue_on_commit(

@@ -23,7 +23,7 @@ from connections import salesforce
 from orgs import token_ledger
 from orgs.models import RefreshTokenRecord, SalesforceOrg
 from vbsf import encryption
-from vbsf.queue import PRIORITY_FOLLOW_UP, enqueue_now, enqueue_on_commit
+from vbsf.queue import PRIORITY_BACKGROUND, enqueue_now, enqueue_on_commit
 
 from ..models import ConnectionChange
 
@@ -39,7 +39,9 @@ RESEND_AFTER = timedelta(minutes=5)
 def change_token_revoke_later(*, change: ConnectionChange) -> None:
     """Revoke the token the change holds for revocation, after commit."""
     if change.holds_replaced_token:
-        enqueue_on_commit(REVOKE_TASK, change_id=change.pk, priority=PRIORITY_FOLLOW_UP)
+        enqueue_on_commit(
+            REVOKE_TASK, change_id=change.pk, priority=PRIORITY_BACKGROUND
+        )
 
 
 def change_token_abandon(*, change: ConnectionChange, save: bool = True) -> None:
@@ -171,7 +173,7 @@ def revocations_resume() -> int:
                     "Salesforce: revoke it in Setup → Connected Apps OAuth Usage.",
                 )
             continue
-        enqueue_now(REVOKE_TASK, change_id=change.pk, priority=PRIORITY_FOLLOW_UP)
+        enqueue_now(REVOKE_TASK, change_id=change.pk, priority=PRIORITY_BACKGROUND)
         resent += 1
     return resent + token_records_revoke_resume()
 
@@ -205,7 +207,7 @@ def token_records_revoke_resume() -> int:
                 )
             continue
         enqueue_now(
-            REVOKE_RECORD_TASK, record_id=record.pk, priority=PRIORITY_FOLLOW_UP
+            REVOKE_RECORD_TASK, record_id=record.pk, priority=PRIORITY_BACKGROUND
         )
         resent += 1
     return resent

@@ -12,7 +12,7 @@ from companies.audit import Actor
 from connections import services, tasks
 from connections.models import ConnectionChange
 from tests.factories import SalesforceOrgFactory
-from vbsf.queue import PRIORITY_FOLLOW_UP
+from vbsf.queue import PRIORITY_BACKGROUND, PRIORITY_FOLLOW_UP
 
 pytestmark = pytest.mark.django_db
 
@@ -75,7 +75,7 @@ def test_cancelling_a_change_with_a_new_token_enqueues_its_revocation(
     assert not change.has_new_token
     assert change.get_secret("old_refresh_token") == "unused-token"
     apply_async.assert_called_once_with(
-        kwargs={"change_id": change.pk}, priority=PRIORITY_FOLLOW_UP
+        kwargs={"change_id": change.pk}, priority=PRIORITY_BACKGROUND
     )
 
 

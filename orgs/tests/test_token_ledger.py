@@ -28,7 +28,7 @@ from orgs.tokens import org_refresh_token_store
 from tests.conftest import world  # noqa: F401
 from tests.factories import ExternalClientAppFactory, SalesforceOrgFactory
 from vbsf import encryption
-from vbsf.queue import PRIORITY_FOLLOW_UP
+from vbsf.queue import PRIORITY_BACKGROUND
 
 pytestmark = pytest.mark.django_db
 
@@ -203,7 +203,7 @@ def test_a_rotation_that_lost_to_a_newer_token_is_revoked(enqueued):
     enqueued.assert_called_once_with(
         "connections.tasks.revoke_refresh_token",
         record_id=rotated.pk,
-        priority=PRIORITY_FOLLOW_UP,
+        priority=PRIORITY_BACKGROUND,
     )
 
 
@@ -269,7 +269,7 @@ def test_a_held_token_is_revoked_and_wiped(http, enqueued):
     enqueued.assert_called_once_with(
         "connections.tasks.revoke_refresh_token",
         record_id=record.pk,
-        priority=PRIORITY_FOLLOW_UP,
+        priority=PRIORITY_BACKGROUND,
     )
     http.post(REVOKE_URL, status=200)
 
@@ -306,7 +306,7 @@ def test_beat_resends_a_lost_revoke_then_gives_up_with_an_audit_event(enqueued):
         send.assert_called_once_with(
             "connections.tasks.revoke_refresh_token",
             record_id=record.pk,
-            priority=PRIORITY_FOLLOW_UP,
+            priority=PRIORITY_BACKGROUND,
         )
         RefreshTokenRecord.objects.filter(pk=record.pk).update(
             revoke_requested_at=timezone.now() - timedelta(minutes=6),
@@ -577,7 +577,7 @@ def test_a_token_typed_in_the_admin_is_recorded_and_the_replaced_one_revoked(
     enqueued.assert_called_once_with(
         "connections.tasks.revoke_refresh_token",
         record_id=old.pk,
-        priority=PRIORITY_FOLLOW_UP,
+        priority=PRIORITY_BACKGROUND,
     )
 
 
