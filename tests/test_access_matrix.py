@@ -61,6 +61,7 @@ GET_RULES: dict[str, set[str] | str] = {
     "campaigns:row-send-link": "post-only",
     "campaigns:row-copy-link": "post-only",
     "campaigns:row-skip": "post-only",
+    "campaigns:settings": "post-only",
     # A delegated link needs no sign-in; a link that is not valid (here, a
     # made-up one) answers the plain invalid-link page with 410 for anyone.
     "delegated:landing": "link",
@@ -143,6 +144,7 @@ def _campaign_kwargs(world) -> dict[str, dict[str, object]]:
         "campaigns:row-send-link": both,
         "campaigns:row-copy-link": both,
         "campaigns:row-skip": both,
+        "campaigns:settings": {"pk": row.campaign_id},
         "delegated:landing": {"token": "not-a-token"},
         "delegated:result": {"row_id": row.pk},
         "delegated:retry": {"row_id": row.pk},
@@ -414,6 +416,34 @@ def test_campaign_row_actions_refuse_roles_that_may_not_take_them(world, role, n
     else:
         assert response.status_code == 403
         assert state() == before
+
+
+@pytest.mark.parametrize("role", [*sorted(ALL), "nobody"])
+def test_a_campaign_s_name_and_deadline_change_only_for_who_may_reauthorize(
+    world, role
+):
+    from datetime import timedelta
+
+    from django.urls import reverse
+    from django.utils import timezone
+
+    from companies.models import AuditEvent
+    from connections.models import Campaign
+
+    row = _campaign_row(world)  # Acme's only
+    url = reverse("campaigns:settings", kwargs={"pk": row.campaign_id})
+    deadline = timezone.localtime(timezone.now() + timedelta(days=10))
+    response = world.client_for(role).post(
+        url, {"name": "Renamed", "deadline": deadline.strftime("%Y-%m-%dT%H:%M")}
+    )
+    changed = Campaign.objects.filter(pk=row.campaign_id, name="Renamed").exists()
+    if role in {"administrator", "operator"}:
+        assert response.status_code == 302
+        assert changed
+    else:
+        assert response.status_code == 403
+        assert not changed
+        assert not AuditEvent.objects.filter(action="campaign.update").exists()
 
 
 PEOPLE_POSTS = [

@@ -122,13 +122,19 @@ def campaign_create(
 
 def campaign_may_change(*, access: AccessProfile, campaign: Campaign) -> bool:
     """Whether the user may rename the campaign or move its deadline: only
-    who may re-authorize in every one of its companies (an Administrator,
-    or an Operator of all of them)."""
+    who may re-authorize in every company its orgs are in now (an
+    Administrator, or an Operator of all of them): the deadline decides how
+    long every row's link works. Read from the rows' orgs, not the companies
+    recorded at creation, which an org moved since no longer matches."""
     if access.is_administrator:
         return True  # no need to read the companies
     if not access.can(Capability.REAUTHORIZE):
         return False
-    company_ids = campaign.companies.values_list("pk", flat=True)
+    company_ids = (
+        CampaignOrg.objects.filter(campaign=campaign)
+        .values_list("org__company_id", flat=True)
+        .distinct()
+    )
     return all(access.can(Capability.REAUTHORIZE, pk) for pk in company_ids)
 
 
@@ -167,6 +173,10 @@ def campaign_update(
         raise CampaignError("Give the campaign a name.", field="name")
     if len(name) > 120:
         raise CampaignError("Keep the name within 120 characters.", field="name")
+    if deadline == campaign.deadline.replace(second=0, microsecond=0):
+        # The form works in whole minutes: the same minute keeps the stored
+        # deadline (a rename alone moves nothing).
+        deadline = campaign.deadline
     deadline_check(deadline, timezone.now())
     before = {"name": campaign.name, "deadline": campaign.deadline.isoformat()}
     after = {"name": name, "deadline": deadline.isoformat()}

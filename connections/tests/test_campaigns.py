@@ -1095,3 +1095,26 @@ def test_a_closed_campaign_keeps_its_name_and_deadline(world):
     assert "This campaign is closed" in response.content.decode()
     campaign.refresh_from_db()
     assert campaign.name != "Too late"
+
+
+def test_a_rename_alone_keeps_the_deadline_to_the_second(world):
+    campaign = _campaign(world)  # deadline: now + 7 days, seconds and all
+    stored = campaign.deadline
+    assert stored.second or stored.microsecond
+    admin = world.client_for("administrator")
+    assert _settings(admin, campaign, "Renamed", _local(stored)).status_code == 302
+    campaign.refresh_from_db()
+    assert campaign.name == "Renamed" and campaign.deadline == stored
+    event = AuditEvent.objects.get(action="campaign.update")
+    assert "deadline" not in event.summary
+    assert event.after["deadline"] == event.before["deadline"]
+
+
+def test_an_operator_may_not_change_a_campaign_whose_org_moved_away(world):
+    campaign, _ = _create(world.users["operator"], [world.acme_org.pk])
+    SalesforceOrg.objects.filter(pk=world.acme_org.pk).update(company=world.globex)
+    later = _local(timezone.now() + timedelta(days=10))
+    refused = _settings(world.client_for("operator"), campaign, "Still mine", later)
+    assert refused.status_code in (404, 422)
+    campaign.refresh_from_db()
+    assert campaign.name != "Still mine"
