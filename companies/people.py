@@ -28,7 +28,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from vbsf import encryption
-from vbsf.queue import enqueue_on_commit
+from vbsf.queue import enqueue_now, enqueue_on_commit
 
 from . import signin_throttle
 from .audit import Actor, audit_record
@@ -113,7 +113,7 @@ def users_invite(*, actor: Actor, email: str, roles: Roles) -> Invitation:
             )
         Invitation.objects.filter(
             email=email, used_at__isnull=True, revoked_at__isnull=True
-        ).update(revoked_at=timezone.now())
+        ).update(revoked_at=timezone.now(), token_encrypted="")
         invitation = Invitation.objects.create(
             email=email,
             roles=roles.as_json(),
@@ -152,7 +152,15 @@ def invitation_mail_send(*, invitation_id: int) -> str:
     ):
         Invitation.objects.filter(pk=invitation.pk).update(token_encrypted="")
         return "skipped"
-    token = encryption.decrypt(invitation.token_encrypted)
+    try:
+        token = encryption.decrypt(invitation.token_encrypted)
+    except encryption.SecretUnavailable:
+        Invitation.objects.filter(pk=invitation.pk).update(
+            token_encrypted="",
+            mail_error="the console can no longer read this invitation's link "
+            "(its encryption key is gone)",
+        )
+        return "failed"
     link = settings.PUBLIC_URL + reverse("invite", args=[token])
     hours = settings.INVITATION_HOURS
     try:
@@ -177,6 +185,32 @@ def invitation_mail_send(*, invitation_id: int) -> str:
         token_encrypted="", mailed_at=timezone.now(), mail_error=""
     )
     return "sent"
+
+
+# An invitation still unmailed this long after it was made lost its task
+# (a broker outage at commit, a worker gone): beat sends it again.
+MAIL_RESEND_AFTER = timedelta(minutes=2)
+
+
+def invitations_mail_resume() -> int:
+    """Beat: send again the mail of open invitations whose task was lost,
+    and wipe the token of invitations that ended (used, revoked, expired)
+    before their mail went out. Returns how many were sent again."""
+    now = timezone.now()
+    holding = Invitation.objects.exclude(token_encrypted="")
+    holding.filter(
+        Q(used_at__isnull=False) | Q(revoked_at__isnull=False) | Q(expires_at__lte=now)
+    ).update(token_encrypted="")
+    lost = list(
+        holding.filter(
+            mailed_at__isnull=True,
+            mail_error="",
+            created_at__lt=now - MAIL_RESEND_AFTER,
+        ).values_list("pk", flat=True)
+    )
+    for invitation_id in lost:
+        enqueue_now(INVITATION_MAIL_TASK, invitation_id=invitation_id)
+    return len(lost)
 
 
 def invitation_for_token(token: str) -> Invitation | None:
@@ -234,7 +268,7 @@ def invitation_revoke(*, actor: Actor, invitation: Invitation) -> bool:
     """Revoke an open invitation; False if it was used or revoked already."""
     revoked = Invitation.objects.filter(
         pk=invitation.pk, used_at__isnull=True, revoked_at__isnull=True
-    ).update(revoked_at=timezone.now())
+    ).update(revoked_at=timezone.now(), token_encrypted="")
     if revoked:
         audit_record(
             actor=actor,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from .notifications import notification_deliver, notification_deliveries_resume
-from .people import invitation_mail_send
+from .people import invitation_mail_send, invitations_mail_resume
 
 
 @shared_task(ignore_result=True, acks_late=True)
@@ -23,3 +23,8 @@ def resume_notifications() -> None:
 @shared_task(ignore_result=True, acks_late=True)
 def send_invitation(*, invitation_id: int) -> None:
     invitation_mail_send(invitation_id=invitation_id)
+
+
+@shared_task(ignore_result=True)
+def resume_invitations() -> None:
+    invitations_mail_resume()

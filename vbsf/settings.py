@@ -416,6 +416,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "companies.tasks.resume_notifications",
         "schedule": 120,
     },
+    # Invitation mails whose task was lost are sent again.
+    "resume-invitations": {
+        "task": "companies.tasks.resume_invitations",
+        "schedule": 120,
+    },
 }
 # Benchmarks compress the activation schedule; the schedule stays the same.
 ACTIVATION_TIME_SCALE = envfloat("ACTIVATION_TIME_SCALE", 1.0)

@@ -327,3 +327,53 @@ def test_a_revoked_invitation_link_is_refused(admin, admin_client):
     again = admin_client.post(f"/users/invitations/{result.pk}/revoke/", follow=True)
     assert "was already used or revoked" in again.content.decode()
     assert AuditEvent.objects.filter(action="user.invite_revoke").count() == 1
+
+
+def test_beat_sends_a_lost_invitation_mail_and_wipes_ended_ones(admin, monkeypatch):
+    sent = []
+    monkeypatch.setattr(people, "enqueue_on_commit", lambda name, **kwargs: None)
+    monkeypatch.setattr(
+        people, "enqueue_now", lambda name, **kwargs: sent.append((name, kwargs))
+    )
+    lost = users_invite(
+        actor=Actor(user=admin), email="lo@example.com", roles=Roles(True)
+    )
+    ended = users_invite(
+        actor=Actor(user=admin), email="en@example.com", roles=Roles(True)
+    )
+    assert people.invitations_mail_resume() == 0  # too recent: its task may run yet
+    long_ago = timezone.now() - timedelta(minutes=3)
+    Invitation.objects.update(created_at=long_ago)
+    Invitation.objects.filter(pk=ended.pk).update(expires_at=long_ago)
+    assert people.invitations_mail_resume() == 1
+    assert sent == [(people.INVITATION_MAIL_TASK, {"invitation_id": lost.pk})]
+    assert Invitation.objects.get(pk=ended.pk).token_encrypted == ""
+    assert Invitation.objects.get(pk=lost.pk).token_encrypted != ""
+
+
+def test_revoking_an_invitation_wipes_its_unmailed_token(
+    admin, admin_client, monkeypatch
+):
+    monkeypatch.setattr(people, "enqueue_on_commit", lambda name, **kwargs: None)
+    first = users_invite(
+        actor=Actor(user=admin), email="bo@example.com", roles=Roles(True)
+    )
+    assert Invitation.objects.get(pk=first.pk).token_encrypted != ""
+    second = users_invite(
+        actor=Actor(user=admin), email="bo@example.com", roles=Roles(True)
+    )
+    assert Invitation.objects.get(pk=first.pk).token_encrypted == ""  # replaced
+    admin_client.post(f"/users/invitations/{second.pk}/revoke/")
+    assert Invitation.objects.get(pk=second.pk).token_encrypted == ""
+
+
+def test_an_invitation_whose_key_is_gone_says_so(admin, admin_client, monkeypatch):
+    monkeypatch.setattr(people, "enqueue_on_commit", lambda name, **kwargs: None)
+    invitation = users_invite(
+        actor=Actor(user=admin), email="bo@example.com", roles=Roles(True)
+    )
+    Invitation.objects.filter(pk=invitation.pk).update(token_encrypted="v1:zz:garbage")
+    assert invitation_mail_send(invitation_id=invitation.pk) == "failed"
+    assert not mail.outbox
+    page = admin_client.get("/users/").content.decode()
+    assert "Not sent: the console can no longer read" in page
