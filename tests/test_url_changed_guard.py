@@ -81,6 +81,27 @@ def test_a_campaign_row_and_its_link_wait_for_the_url_fix(world, moved):
     assert person.get(path).status_code == 200
     refused = person.post(path)
     assert refused.status_code == 422
-    assert SAYS in refused.content.decode()
+    # The person sees what to do, nothing of the console (no URLs, no pages).
+    text = refused.content.decode()
+    assert "address at Salesforce changed" in text
+    assert NEW_URL not in text and "Edit organization URL" not in text
     assert not ConnectionChange.objects.filter(org=moved).exists()
     assert CampaignOrg.objects.get(pk=row.pk).change_id is None
+
+
+def test_authorize_again_on_a_staged_change_waits_for_the_url_fix(world):
+    operator = world.users["operator"]
+    change = services.connection_change_start(
+        actor=Actor(user=operator),
+        org=world.acme_org,
+        consumer_key="3MVG9" + "k" * 80,
+        consumer_secret="a-secret-value",
+    )
+    ConnectionChange.objects.filter(pk=change.pk).update(state="active")
+    SalesforceOrg.objects.filter(pk=world.acme_org.pk).update(
+        status=ConnectionStatus.URL_CHANGED, suggested_url=NEW_URL
+    )
+    with pytest.raises(services.ChangeError, match="Salesforce now answers"):
+        services.connection_change_begin_authorization(change=change)
+    change.refresh_from_db()
+    assert change.authorize_started_at is None

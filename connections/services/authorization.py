@@ -22,7 +22,7 @@ from vbsf.queue import enqueue_on_commit
 
 from ..models import CampaignOrg, ConnectionChange, ExternalClientApp
 from .campaigns import campaign_rows_change_refused
-from .changes import ChangeError, State
+from .changes import ChangeError, OrgUrlMoved, State, org_url_moved
 from .finish import reauthorization_apply_locked
 from .revocation import (
     access_token_revoke_quietly,
@@ -62,6 +62,10 @@ def connection_change_begin_authorization(
         .select_related("client_app", "org")
         .get(pk=change.pk)
     )
+    if change.org is not None and (
+        moved := org_url_moved(change.org, "authorize again")
+    ):
+        raise OrgUrlMoved(moved)
     if change.state not in (State.ACTIVE, State.AUTHORIZED):
         raise ChangeError(
             "Salesforce has not activated the new app yet; wait until the page "
@@ -234,19 +238,23 @@ def connection_change_exchange(*, change_id: int) -> str:
         change.authorized_at = timezone.now()
         change.state = State.AUTHORIZED
         change.failure_code = change.failure_message = ""
-        if app.scopes != sorted(tokens.scopes):
-            ExternalClientApp.objects.filter(pk=app.pk).update(
-                scopes=sorted(tokens.scopes)
-            )
         if change.kind == ConnectionChange.Kind.REAUTHORIZE:
             # Same app, new tokens: applied at once, in the transaction that
             # keeps the token (which saves the change). A task of its own
             # would queue behind every other exchange, and nothing could
             # leave the change authorized but not applied.
-            return reauthorization_apply_locked(change=change)
-        change.save()
-        permission_check_start(actor=Actor.system(), change=change)
-    return "authorized"
+            outcome = reauthorization_apply_locked(change=change)
+        else:
+            change.save()
+            permission_check_start(actor=Actor.system(), change=change)
+            outcome = "authorized"
+        # The app last: every writer takes the change, then the org, then
+        # the app (Edit Connection's start takes the org, then the app).
+        if app.scopes != sorted(tokens.scopes):
+            ExternalClientApp.objects.filter(pk=app.pk).update(
+                scopes=sorted(tokens.scopes)
+            )
+    return outcome
 
 
 def through_link() -> Exists:

@@ -55,6 +55,22 @@ class ChangeError(Exception):
     """A change cannot go on; the message tells the admin why and what to do."""
 
 
+class OrgUrlMoved(ChangeError):
+    """The org's URL changed at Salesforce and is not fixed in the console."""
+
+
+def org_changes_lock(org_id: int) -> None:
+    """Lock the org's open changes before the org itself: the order in which
+    the exchange and the apply take them (change, then org). A start that
+    took the org first and then saved its open changes could deadlock with
+    an exchange of the change it replaces."""
+    list(
+        ConnectionChange.objects.select_for_update()
+        .filter(org_id=org_id, state__in=ConnectionChange.OPEN_STATES)
+        .values_list("pk", flat=True)
+    )
+
+
 def org_url_moved(org: SalesforceOrg, then: str) -> str:
     """Why nobody is sent to Salesforce for an org whose URL changed (SPEC:
     enhanced domains): its old address answers nothing, so the login, the
@@ -144,6 +160,7 @@ def connection_change_start(
 ) -> ConnectionChange:
     """Stage new credentials for an org (or a new org) and start probing."""
     if org is not None:
+        org_changes_lock(org.pk)
         org = SalesforceOrg.objects.select_for_update().get(pk=org.pk)
         if moved := org_url_moved(org, "change the connection"):
             raise ValidationError({NON_FIELD_ERRORS: [moved]})

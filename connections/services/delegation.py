@@ -48,7 +48,7 @@ from .campaigns import (
     campaign_row_locked,
     campaign_row_login_abandon,
 )
-from .changes import ChangeError
+from .changes import ChangeError, OrgUrlMoved
 from .reauthorization import reauthorization_start
 
 logger = logging.getLogger(__name__)
@@ -366,6 +366,13 @@ def delegated_link_open(
     return row
 
 
+LINK_URL_MOVED = (
+    "This org's address at Salesforce changed, and the console has not been "
+    "updated yet, so the login cannot start. Tell the person who sent you this "
+    "link; it works again once they have updated it."
+)
+
+
 @transaction.atomic
 def delegated_login_start(
     *, row_id: int, address: str | None, browser_secret: str
@@ -391,6 +398,10 @@ def delegated_login_start(
         change, auth = reauthorization_start(
             actor=Actor(user=row.link_created_by, ip_address=address), org=row.org
         )
+    except OrgUrlMoved:
+        # The person sees nothing of the console (SPEC §9): no URLs, no
+        # console pages, only what to do.
+        raise CampaignError(LINK_URL_MOVED) from None
     except ChangeError as exc:
         raise CampaignError(str(exc)) from None
     state = (

@@ -14,7 +14,13 @@ from orgs.models import SalesforceOrg
 
 from ..models import ConnectionChange
 from .authorization import connection_change_begin_authorization
-from .changes import ChangeError, State, org_url_moved
+from .changes import (
+    ChangeError,
+    OrgUrlMoved,
+    State,
+    org_changes_lock,
+    org_url_moved,
+)
 from .revocation import change_token_abandon
 
 
@@ -22,6 +28,7 @@ from .revocation import change_token_abandon
 def reauthorization_start(
     *, actor: Actor, org: SalesforceOrg
 ) -> tuple[ConnectionChange, salesforce.AuthorizationRequest]:
+    org_changes_lock(org.pk)
     org = (
         SalesforceOrg.objects.select_for_update(of=("self",))
         .select_related("client_app")
@@ -32,7 +39,7 @@ def reauthorization_start(
             "This org has no client app yet: use Edit Connection to set one up."
         )
     if moved := org_url_moved(org, "re-authorize it"):
-        raise ChangeError(moved)
+        raise OrgUrlMoved(moved)
     # An earlier re-authorization left open ends; a token it already got
     # is revoked, not left alive at Salesforce.
     for earlier in org.connection_changes.filter(
