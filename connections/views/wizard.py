@@ -387,7 +387,8 @@ def verify_permissions(wizard: ConnectionWizard, request: HttpRequest) -> HttpRe
             raise services.ChangeError("Authorize the new app first.")
     except services.ChangeError as exc:
         messages.error(request, str(exc))
-    return wizard.render(wizard.get_form())
+    # POST, redirect, GET: the step page shows the check running.
+    return redirect(wizard.page_url())
 
 
 def retry_secret(wizard: ConnectionWizard, request: HttpRequest) -> HttpResponse:
