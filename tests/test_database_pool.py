@@ -90,3 +90,19 @@ def test_the_pool_is_postgresql_only_and_replaces_persistent_connections() -> No
     assert len(set(pooled)) == 1, pooled
     unpooled = run(BACKENDS_OF, VBSF_DATABASE_URL=url, VBSF_DB_POOL_SIZE="0")
     assert len(set(unpooled)) == 3, unpooled  # a new backend for each task
+
+
+def test_a_worker_raises_the_pool_to_one_connection_per_thread(settings) -> None:
+    from types import SimpleNamespace
+
+    from vbsf.celery import pool_for_every_thread
+
+    options = settings.DATABASES["default"].setdefault("OPTIONS", {})
+    options["pool"] = {"min_size": 1, "max_size": 10, "timeout": 10}
+    try:
+        pool_for_every_thread(sender=SimpleNamespace(concurrency=8))
+        assert options["pool"]["max_size"] == 10  # enough already
+        pool_for_every_thread(sender=SimpleNamespace(concurrency=14))
+        assert options["pool"]["max_size"] == 15  # the threads and the consumer
+    finally:
+        del options["pool"]

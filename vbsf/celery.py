@@ -11,6 +11,8 @@ from typing import Any
 import redis
 from celery import Celery
 from celery.beat import PersistentScheduler
+from celery.signals import worker_init
+from django.conf import settings
 from redbeat import RedBeatScheduler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "vbsf.settings")
@@ -20,6 +22,17 @@ logger = logging.getLogger("vbsf.beat")
 app = Celery("vbsf")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@worker_init.connect
+def pool_for_every_thread(sender: Any = None, **kwargs: object) -> None:
+    """A worker of N threads holds up to N database connections at once; a
+    smaller pool (VBSF_DB_POOL_SIZE) would make threads wait and then fail
+    with PoolTimeout. Raised before the worker opens its first connection."""
+    pool = settings.DATABASES["default"].get("OPTIONS", {}).get("pool")
+    threads = int(getattr(sender, "concurrency", 0) or 0)
+    if isinstance(pool, dict) and threads + 1 > pool.get("max_size", 0):
+        pool["max_size"] = threads + 1  # the threads and the consumer
 
 
 @app.on_after_configure.connect
