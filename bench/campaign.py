@@ -270,7 +270,9 @@ def new_pages_queries(
     SalesforceOrg.objects.filter(company__in=[small, large]).update(
         status=ConnectionStatus.FAILED
     )
-    operator = get_user_model().objects.create_user("bench-campaign-operator", password=None)
+    operator = get_user_model().objects.create_user(
+        "bench-campaign-operator", password=None
+    )
     for company in companies.values():
         RoleGrant.objects.create(user=operator, role=Role.OPERATOR, company=company)
     clients = {}
