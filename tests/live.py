@@ -4,9 +4,12 @@ broker by default, Redis in CI) and the test database."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import socket
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -143,3 +146,35 @@ def mailed(to: str, pattern: str) -> str:
         return None
 
     return wait_for(find)
+
+
+@contextlib.contextmanager
+def private_redis(folder: Path) -> Iterator[str]:
+    """A ``redis-server`` of the test's own on a free port, keeping nothing
+    on disk; yields its URL and stops it on the way out."""
+    import redis
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        missing_dependency("redis-server is not installed")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+    )
+
+    def pings() -> bool:
+        try:
+            return bool(redis.Redis(port=port).ping())
+        except redis.RedisError:
+            return False
+
+    try:
+        wait_for(pings, timeout=20)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.kill()
+        process.wait(10)

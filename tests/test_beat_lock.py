@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.live import missing_dependency, wait_for
+from tests.live import missing_dependency, private_redis, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 SENT = "Sending due task"
@@ -120,22 +120,8 @@ def test_two_embedded_beats_one_schedules(folder: Path) -> None:
 
 @pytest.fixture
 def redis_url(folder: Path) -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        missing_dependency("redis-server is not installed")
-    port = _free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
-        cwd=folder,
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        client = redis.Redis(port=port)
-        wait_for(lambda: _pings(client), timeout=20)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.kill()
-        process.wait(10)
+    with private_redis(folder) as url:
+        yield url
 
 
 def _pings(client: redis.Redis) -> bool:

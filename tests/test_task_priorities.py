@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.live import missing_dependency, wait_for
+from tests.live import private_redis, wait_for
 from tests.processes import CeleryWorkerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,37 +43,13 @@ enqueue_now("connections.tasks.exchange_code", change_id=990004)
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
-
-
 @pytest.fixture
 def broker_url() -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        missing_dependency("redis-server is not installed")
     folder = tempfile.mkdtemp(prefix="vbsf-priorities-")
-    port = _free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
-        cwd=folder,
-        stdout=subprocess.DEVNULL,
-    )
     try:
-        wait_for(lambda: _pings(redis.Redis(port=port)), timeout=20)
-        yield f"redis://127.0.0.1:{port}/0"
+        with private_redis(Path(folder)) as url:
+            yield url
     finally:
-        process.kill()
-        process.wait(10)
         shutil.rmtree(folder, ignore_errors=True)
 
 
