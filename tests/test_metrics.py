@@ -3,9 +3,6 @@ official client's parser; counters shared through the cache."""
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -23,7 +20,7 @@ from connections.models import ConnectionChange
 from connections.salesforce import transport
 from orgs.models import ConnectionStatus
 from tests.factories import CompanyFactory, SalesforceOrgFactory
-from tests.live import missing_dependency, wait_for
+from tests.live import private_redis, wait_for
 from vbsf import metrics
 from vbsf.celery import app
 
@@ -182,38 +179,17 @@ def test_a_scrape_takes_two_queries_however_many_orgs(client, token):
 @pytest.fixture
 def redis_cache(settings, tmp_path) -> Iterator[redis.Redis]:
     """The cache on a Redis server of this test's own, as in production."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        missing_dependency("redis-server is not installed")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    try:
-        wait_for(lambda: _pings(client), timeout=20)
+    with private_redis(tmp_path) as url:
         settings.CACHES = {
             "default": {
                 "BACKEND": "django.core.cache.backends.redis.RedisCache",
-                "LOCATION": f"redis://127.0.0.1:{port}/0",
+                "LOCATION": url,
             }
         }
-        yield client
-    finally:
-        metrics.counters.clear()
-        server.kill()
-        server.wait(10)
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
+        try:
+            yield redis.Redis.from_url(url)
+        finally:
+            metrics.counters.clear()
 
 
 def _calls(client: redis.Redis, command: str) -> int:
